@@ -1,0 +1,82 @@
+"""The `audiolm-jax` command.
+
+Each command group lives in its own module under `audiolm_jax/commands/` and exposes
+`register(subparsers)`; heavy imports (jax, tfds) happen inside the handlers so that `--help`
+is instant. Exit codes: 0 success, 1 bad input (one clear line on stderr), 2 bad usage.
+`--debug` anywhere on the line shows full tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import traceback
+
+from audiolm_jax import __version__
+from audiolm_jax.config import split_override_args
+from audiolm_jax.errors import AudioLMError
+
+# Command groups, in the order `--help` lists them. A group is listed only once it does real work.
+COMMAND_MODULES = (
+    "audiolm_jax.commands.data",
+    "audiolm_jax.commands.demo",
+)
+
+
+class _Parser(argparse.ArgumentParser):
+  """argparse that exits with 2 and one line for usage errors (its default too, made explicit)."""
+
+  def error(self, message):
+    self.print_usage(sys.stderr)
+    self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = _Parser(
+      prog="audiolm-jax",
+      description="AudioLM in JAX: build corpora, train the codec, the semantic tokenizer and "
+      "the three stage Transformers, and generate audio.",
+      epilog="Add --debug anywhere for full tracebacks. Config values are overridden with "
+      "--config.key=value after --config FILE.py:VARIANT.")
+  parser.add_argument("--version", action="version", version=f"audiolm-jax {__version__}")
+  sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+  sub.required = True
+  for name in COMMAND_MODULES:
+    importlib.import_module(name).register(sub)
+  return parser
+
+
+def main(argv=None) -> int:
+  argv = list(sys.argv[1:] if argv is None else argv)
+  debug = "--debug" in argv
+  argv = [a for a in argv if a != "--debug"]
+  logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
+                      format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+  for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets", "grain"):
+    logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+  parser = build_parser()
+  try:
+    overrides, rest = split_override_args(argv)
+  except AudioLMError as e:
+    parser.error(str(e))
+  args = parser.parse_args(rest)
+  args.config_overrides = overrides
+  args.debug = debug
+  if overrides and "config" not in vars(args):
+    parser.error(f"--config.{overrides[0][0]}: this command takes no --config")
+  try:
+    return int(args.func(args) or 0)
+  except AudioLMError as e:
+    if debug:
+      traceback.print_exc()
+    print(f"audiolm-jax: error: {e}", file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    print("audiolm-jax: interrupted", file=sys.stderr)
+    return 130
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,177 @@
+"""`audio_folder`: a corpus from audio the user already has on disk. Nothing is downloaded.
+
+Layouts:
+- `librispeech`: LibriSpeech / LibriLight (`SPEAKER/CHAPTER/*.flac`, transcripts from
+  `SPEAKER-CHAPTER.trans.txt` where present). Splits from `train-*` / `dev-*` / `test-*`
+  folder names when the path has them, else by a stable hash of the file path.
+- `maestro`: MAESTRO (`YEAR/*.wav` with a `.midi` beside each); splits, composer and title
+  from `maestro-v*.csv` when present; MIDI note events are kept.
+- `generic`: any folder of wav/flac/ogg/mp3; the speaker is the parent folder's name.
+
+Every file is checked at the door (`load_audio`); bad ones are skipped, counted and listed in
+`build_summary.json`, and the build goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import dataclasses
+import glob
+import os
+import re
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from audiolm_jax.data.audio import AUDIO_EXTENSIONS, AudioChecks, load_audio, to_int16
+from audiolm_jax.data.corpora import base
+from audiolm_jax.errors import DataError
+
+LAYOUTS = ("librispeech", "maestro", "generic")
+
+
+@dataclasses.dataclass(eq=False)
+class FolderConfig(tfds.core.BuilderConfig):
+  source_dir: str = ""
+  layout: str = "generic"
+  sample_rate: int = 16000
+  validation_fraction: float = 0.02
+  test_fraction: float = 0.02
+  max_seconds: float = 4 * 3600.0
+
+
+def folder_config(source_dir: str, layout: str, **kwargs) -> FolderConfig:
+  """A config named after the layout and the folder, so two folders never share a build."""
+  if layout not in LAYOUTS:
+    raise DataError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+  source_dir = os.path.abspath(os.path.expanduser(source_dir))
+  if not os.path.isdir(source_dir):
+    raise DataError(f"{source_dir}: not a folder")
+  tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(source_dir.rstrip("/")))[:60] or "root"
+  digest = hashlib.sha256(source_dir.encode("utf-8")).hexdigest()[:8]
+  name = f"{layout}-{tag}-{digest}"
+  return FolderConfig(name=name, description=f"{layout} folder {source_dir}",
+                      source_dir=source_dir, layout=layout, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class FileJob:
+  source: str            # The audio file.
+  key: str               # Path relative to the folder.
+  speaker: str
+  transcript: str
+  midi: str              # A MIDI file with the performance, or "".
+  sample_rate: int
+  max_seconds: float
+
+
+def make_file_example(job: FileJob) -> dict:
+  from audiolm_jax.data.corpora.piano import midi_notes
+  wav = load_audio(job.source, job.sample_rate, checks=AudioChecks(max_seconds=job.max_seconds))
+  notes = midi_notes(job.midi) if job.midi else np.zeros((0, 3), np.float32)
+  return {"audio": to_int16(wav), "path": job.key, "speaker": job.speaker,
+          "transcript": job.transcript, "notes": notes}
+
+
+def _audio_files(root: str) -> list[str]:
+  files = []
+  for dirpath, _, names in os.walk(root):
+    files += [os.path.join(dirpath, n) for n in names if n.lower().endswith(AUDIO_EXTENSIONS)]
+  return sorted(files)
+
+
+def _split_from_path(rel: str) -> str | None:
+  for part in rel.split(os.sep):
+    low = part.lower()
+    if low.startswith("train"):
+      return "train"
+    if low.startswith(("dev", "valid")):
+      return "validation"
+    if low.startswith("test"):
+      return "test"
+  return None
+
+
+def _librispeech_transcripts(root: str) -> dict[str, str]:
+  out = {}
+  for path in glob.glob(os.path.join(root, "**", "*.trans.txt"), recursive=True):
+    with open(path, encoding="utf-8", errors="replace") as f:
+      for line in f:
+        utt, _, text = line.strip().partition(" ")
+        if utt:
+          out[utt] = text
+  return out
+
+
+def _maestro_rows(root: str) -> dict[str, dict]:
+  rows = {}
+  for path in sorted(glob.glob(os.path.join(root, "maestro-v*.csv"))):
+    with open(path, newline="", encoding="utf-8") as f:
+      for row in csv.DictReader(f):
+        if row.get("audio_filename"):
+          rows[os.path.normpath(row["audio_filename"])] = row
+  return rows
+
+
+def plan(config: FolderConfig) -> dict[str, list[FileJob]]:
+  root = config.source_dir
+  files = _audio_files(root)
+  if not files:
+    raise DataError(f"{root}: no audio files ({', '.join(AUDIO_EXTENSIONS)}) found")
+  transcripts = _librispeech_transcripts(root) if config.layout == "librispeech" else {}
+  maestro = _maestro_rows(root) if config.layout == "maestro" else {}
+  splits = {"train": [], "validation": [], "test": []}
+  for path in files:
+    rel = os.path.relpath(path, root)
+    stem = os.path.splitext(os.path.basename(path))[0]
+    speaker, transcript, midi, split = "", "", "", None
+    if config.layout == "librispeech":
+      parts = rel.split(os.sep)
+      speaker = parts[-3] if len(parts) >= 3 else stem.split("-")[0]
+      transcript = transcripts.get(stem, "")
+      split = _split_from_path(rel)
+    elif config.layout == "maestro":
+      row = maestro.get(os.path.normpath(rel), {})
+      speaker = row.get("canonical_composer", "")
+      transcript = row.get("canonical_title", "")
+      split = {"train": "train", "validation": "validation", "test": "test"}.get(
+          row.get("split", ""))
+      for ext in (".midi", ".mid"):
+        candidate = os.path.splitext(path)[0] + ext
+        if os.path.exists(candidate):
+          midi = candidate
+          break
+    else:
+      speaker = os.path.basename(os.path.dirname(path)) if os.path.dirname(rel) else ""
+    if split is None:
+      h = base.stable_hash(rel)
+      split = ("test" if h < config.test_fraction else
+               "validation" if h < config.test_fraction + config.validation_fraction else "train")
+    splits[split].append(FileJob(path, rel, speaker, transcript, midi, config.sample_rate,
+                                 config.max_seconds))
+  return splits
+
+
+class AudioFolder(base.CorpusBuilder):
+  """Audio files from a folder on disk (LibriSpeech/LibriLight, MAESTRO, or any layout)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  DESCRIPTION = __doc__
+
+  def _features(self):
+    return tfds.features.FeaturesDict({
+        "audio": base.int16_audio_feature(),  # Resampled to the config's rate, mono, int16.
+        "path": tfds.features.Text(),          # Relative to the source folder.
+        "speaker": tfds.features.Text(),       # Speaker (or composer for MAESTRO); "" unknown.
+        "transcript": tfds.features.Text(),    # Transcript (or title for MAESTRO); "" unknown.
+        "notes": tfds.features.Tensor(shape=(None, 3), dtype=np.float32),  # MIDI, if any.
+    })
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    splits = plan(self.builder_config)
+    return {name: self._generate_examples(jobs) for name, jobs in splits.items() if jobs}
+
+  def _generate_examples(self, jobs: list[FileJob]):
+    yield from self._parallel_examples(make_file_example, [(j.key, j) for j in jobs])

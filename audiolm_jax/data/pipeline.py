@@ -1,0 +1,183 @@
+"""Grain input pipelines over built corpora: random crops, per-process shards, fixed shapes.
+
+    it = make_audio_iterator(config.data, batch_size=8, seed=0)
+    batch = next(it)          # {"audio": f32 [B, L], "mask": bool [B, L], "valid": bool [B], ...}
+    state = it.get_state()    # JSON-serialisable; saved with every checkpoint
+    it.set_state(state)       # the next batch is the one that followed `state`
+
+Determinism: the order (shuffled anew each epoch) and every crop offset are functions of
+(seed, global index) only, so a restarted run sees exactly the batches it would have seen.
+Multi-host: process p of n reads records p, p+n, p+2n, ... (disjoint shards), and yields its
+own part of the global batch (`batch_size` is per process).
+
+Bad records never stop a run: a record that cannot be read or decoded becomes an all-zero
+example with `valid=False`, and the trainer counts those and gives them zero weight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Mapping
+
+import grain
+import numpy as np
+
+from audiolm_jax.data import corpora
+from audiolm_jax.data.audio import from_int16
+from audiolm_jax.errors import DataError
+
+# Integer fields copied into batches when a corpus has them (-1 when it does not).
+ID_FIELDS = ("speaker_id", "sentence_id")
+
+
+@dataclasses.dataclass(frozen=True)
+class AudioDataConfig:
+  """What `config.data` holds for audio tasks (every field has a default but `corpus`)."""
+  corpus: str                      # synthetic_speech | synthetic_piano | audio_folder
+  split: str = "train"             # Split trained on (eval uses `eval_split`).
+  eval_split: str = "validation"   # Split for periodic evaluation.
+  data_dir: str | None = None      # Default: $AUDIOLM_DATA_DIR or ./data.
+  config_name: str | None = None   # Which build: tiny / default / a folder build's name.
+  crop_seconds: float = 1.0        # Length of every example; shorter clips are padded.
+  sample_rate: int = 16000
+  num_threads: int = 2             # Grain reader threads.
+  prefetch: int = 64               # Grain prefetch buffer (examples).
+
+  @classmethod
+  def from_config(cls, cfg: Mapping[str, Any]) -> "AudioDataConfig":
+    cfg = dict(cfg.items())
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in cfg.items() if k in known})
+
+  @property
+  def crop_samples(self) -> int:
+    n = int(round(self.crop_seconds * self.sample_rate))
+    if n <= 0:
+      raise DataError(f"data.crop_seconds must be > 0, got {self.crop_seconds}")
+    return n
+
+
+class _SafeSource:
+  """Wraps a random-access source: yields `(record index, record)`, and a record that fails to
+  read becomes `(index, None)`, not a crash."""
+
+  def __init__(self, source, name: str):
+    self._source, self._name = source, name
+
+  def __len__(self):
+    return len(self._source)
+
+  def __getitem__(self, index):
+    index = int(index) % len(self._source)
+    try:
+      return index, self._source[index]
+    except Exception as e:  # Corrupt record: counted downstream through `valid=False`.
+      logging.getLogger(__name__).warning("%s: record %d unreadable (%s); skipped",
+                                          self._name, index, e)
+      return index, None
+
+
+class Crop(grain.transforms.RandomMap):
+  """A random window of `length` samples (or the start, when `random=False`), padded."""
+
+  def __init__(self, length: int, random: bool = True):
+    self.length, self.random = length, random
+
+  def random_map(self, element, rng: np.random.Generator):
+    index, record = element
+    return crop_example(record, index, self.length, rng if self.random else None)
+
+
+def crop_example(record, index: int, length: int, rng: np.random.Generator | None) -> dict:
+  """One fixed-shape example from a corpus record (or an invalid all-zero one)."""
+  audio = np.zeros(length, np.float32)
+  mask = np.zeros(length, bool)
+  out = {"audio": audio, "mask": mask, "valid": np.bool_(False), "index": np.int64(index)}
+  for field in ID_FIELDS:
+    out[field] = np.int64(-1)
+  if record is None:
+    return out
+  pcm = np.asarray(record["audio"])
+  wav = from_int16(pcm) if pcm.dtype == np.int16 else pcm.astype(np.float32)
+  if wav.ndim != 1 or wav.size == 0 or not np.all(np.isfinite(wav)):
+    return out
+  start = int(rng.integers(0, wav.size - length + 1)) if rng is not None and wav.size > length else 0
+  piece = wav[start:start + length]
+  audio[:piece.size] = piece
+  mask[:piece.size] = True
+  out["valid"] = np.bool_(True)
+  for field in ID_FIELDS:
+    if field in record:
+      out[field] = np.int64(record[field])
+  return out
+
+
+def audio_dataset(data: AudioDataConfig, *, split: str, seed: int, process_index: int = 0,
+                  process_count: int = 1, train: bool = True) -> grain.MapDataset:
+  """The per-process MapDataset of (index, record) pairs, cropped.
+
+  Training: shuffled anew every epoch, repeated forever, random crops.
+  Evaluation (`train=False`): one pass in order, crops from the start of each clip.
+  """
+  if not 0 <= process_index < process_count:
+    raise DataError(f"process_index {process_index} not in [0, {process_count})")
+  source = corpora.data_source(data.corpus, split, data.data_dir, data.config_name)
+  if len(source) < process_count:
+    raise DataError(f"{data.corpus}/{split} has {len(source)} records, fewer than "
+                    f"{process_count} processes")
+  ds = grain.MapDataset.source(_SafeSource(source, f"{data.corpus}/{split}"))
+  ds = ds[process_index::process_count]  # Disjoint shard per process.
+  if train:
+    ds = ds.shuffle(seed=seed).repeat(None)
+  return ds.random_map(Crop(data.crop_samples, random=train), seed=seed)
+
+
+class AudioIterator:
+  """Batches of fixed shape with `get_state` / `set_state` (the contract the trainer uses)."""
+
+  def __init__(self, ds: grain.MapDataset, batch_size: int, data: AudioDataConfig,
+               pad_to_full_batches: bool):
+    if pad_to_full_batches:
+      n = len(ds)
+      padded = -(-n // batch_size) * batch_size
+      length = data.crop_samples
+      ds = grain.MapDataset.range(padded).map(
+          lambda i, ds=ds, n=n: ds[i] if i < n else crop_example(None, -1, length, None))
+    self._ds = ds.batch(batch_size, drop_remainder=True)
+    options = grain.ReadOptions(num_threads=data.num_threads, prefetch_buffer_size=data.prefetch)
+    self._iter = iter(self._ds.to_iter_dataset(options))
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict:
+    return next(self._iter)
+
+  def get_state(self) -> dict:
+    return self._iter.get_state()
+
+  def set_state(self, state: dict) -> None:
+    self._iter.set_state(state)
+
+
+def make_audio_iterator(data_cfg: Mapping[str, Any] | AudioDataConfig, *, batch_size: int,
+                        seed: int, split: str | None = None, process_index: int | None = None,
+                        process_count: int | None = None, train: bool = True) -> AudioIterator:
+  """The iterator over per-process batches of `batch_size` crops.
+
+  `process_index` / `process_count` default to JAX's (so multi-host needs no extra flags).
+  Evaluation iterators (`train=False`) make one pass; the last batch is padded with invalid
+  examples so every batch has the same shape.
+  """
+  data = data_cfg if isinstance(data_cfg, AudioDataConfig) else AudioDataConfig.from_config(
+      data_cfg)
+  if batch_size <= 0:
+    raise DataError(f"batch_size must be > 0, got {batch_size}")
+  if process_index is None or process_count is None:
+    import jax
+    process_index, process_count = jax.process_index(), jax.process_count()
+  split = split or (data.split if train else data.eval_split)
+  ds = audio_dataset(data, split=split, seed=seed, process_index=process_index,
+                     process_count=process_count, train=train)
+  return AudioIterator(ds, batch_size, data, pad_to_full_batches=not train)

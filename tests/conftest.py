@@ -1,0 +1,22 @@
+"""Test-session set-up: 8 fake CPU devices so mesh tests run anywhere.
+
+Must run before jax is imported, which conftest.py guarantees.
+"""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tmp_path_factory):
+  """The tiny built-in corpora, built once per test session (seconds)."""
+  from audiolm_jax.data import corpora
+  data_dir = str(tmp_path_factory.mktemp("corpora"))
+  corpora.build("synthetic_speech", size="tiny", data_dir=data_dir, workers=2)
+  corpora.build("synthetic_piano", size="tiny", data_dir=data_dir, workers=2)
+  return data_dir
