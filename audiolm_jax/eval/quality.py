@@ -1,0 +1,56 @@
+"""Signal quality of decoded audio against the original: mel distance, SI-SNR, PESQ, STOI.
+
+All functions take float waveforms [S] at 16 kHz (PESQ wide band needs 16 kHz) and return
+Python floats; `quality_metrics` computes them all for one pair.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def si_snr(reference: np.ndarray, estimate: np.ndarray, eps: float = 1e-8) -> float:
+  """Scale-invariant signal-to-noise ratio in dB (higher is better)."""
+  n = min(reference.size, estimate.size)
+  ref = reference[:n].astype(np.float64) - np.mean(reference[:n])
+  est = estimate[:n].astype(np.float64) - np.mean(estimate[:n])
+  target = np.dot(est, ref) / (np.dot(ref, ref) + eps) * ref
+  noise = est - target
+  return float(10 * np.log10((np.dot(target, target) + eps) / (np.dot(noise, noise) + eps)))
+
+
+def mel_distance(reference: np.ndarray, estimate: np.ndarray, sample_rate: int = 16000,
+                 n_fft: int = 1024, hop: int = 256, n_mels: int = 80) -> float:
+  """Mean absolute difference of log-mel spectrograms (natural log, floor 1e-5)."""
+  import librosa
+  n = min(reference.size, estimate.size)
+  mels = [np.log(np.maximum(librosa.feature.melspectrogram(
+      y=x[:n].astype(np.float32), sr=sample_rate, n_fft=n_fft, hop_length=hop, n_mels=n_mels,
+      power=1.0), 1e-5)) for x in (reference, estimate)]
+  return float(np.mean(np.abs(mels[0] - mels[1])))
+
+
+def pesq_wb(reference: np.ndarray, estimate: np.ndarray, sample_rate: int = 16000) -> float:
+  """Wide-band PESQ (ITU-T P.862.2), -0.5..4.64; NaN when the clip has no detectable speech."""
+  from pesq import NoUtterancesError, pesq
+  n = min(reference.size, estimate.size)
+  try:
+    return float(pesq(sample_rate, reference[:n].astype(np.float32),
+                      estimate[:n].astype(np.float32), "wb"))
+  except NoUtterancesError:
+    return float("nan")
+
+
+def stoi(reference: np.ndarray, estimate: np.ndarray, sample_rate: int = 16000) -> float:
+  """Short-time objective intelligibility, 0..1."""
+  from pystoi import stoi as _stoi
+  n = min(reference.size, estimate.size)
+  return float(_stoi(reference[:n], estimate[:n], sample_rate, extended=False))
+
+
+def quality_metrics(reference: np.ndarray, estimate: np.ndarray,
+                    sample_rate: int = 16000) -> dict[str, float]:
+  return {"mel_distance": mel_distance(reference, estimate, sample_rate),
+          "si_snr": si_snr(reference, estimate),
+          "pesq": pesq_wb(reference, estimate, sample_rate),
+          "stoi": stoi(reference, estimate, sample_rate)}
