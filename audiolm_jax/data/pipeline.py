@@ -7,8 +7,8 @@
 
 Determinism: the order (shuffled anew each epoch) and every crop offset are functions of
 (seed, global index) only, so a restarted run sees exactly the batches it would have seen.
-Multi-host: process p of n reads records p, p+n, p+2n, ... (disjoint shards), and yields its
-own part of the global batch (`batch_size` is per process).
+Multi-host: process p of n reads and yields only its rows [p*B, (p+1)*B) of every global
+batch of n*B examples (`batch_size` B is per process); the global batch does not depend on n.
 
 Bad records never stop a run: a record that cannot be read or decoded becomes an all-zero
 example with `valid=False`, and the trainer counts those and gives them zero weight.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 from typing import Any, Mapping
 
 import grain
@@ -113,37 +114,48 @@ def crop_example(record, index: int, length: int, rng: np.random.Generator | Non
   return out
 
 
-def audio_dataset(data: AudioDataConfig, *, split: str, seed: int, process_index: int = 0,
-                  process_count: int = 1, train: bool = True) -> grain.MapDataset:
-  """The per-process MapDataset of (index, record) pairs, cropped.
+def audio_dataset(data: AudioDataConfig, *, split: str, seed: int,
+                  train: bool = True) -> grain.MapDataset:
+  """The *global* stream of cropped examples (the same on every process).
 
   Training: shuffled anew every epoch, repeated forever, random crops.
   Evaluation (`train=False`): one pass in order, crops from the start of each clip.
+  Crop offsets depend on (seed, position in the stream) only.
   """
-  if not 0 <= process_index < process_count:
-    raise DataError(f"process_index {process_index} not in [0, {process_count})")
   source = corpora.data_source(data.corpus, split, data.data_dir, data.config_name)
-  if len(source) < process_count:
-    raise DataError(f"{data.corpus}/{split} has {len(source)} records, fewer than "
-                    f"{process_count} processes")
   ds = grain.MapDataset.source(_SafeSource(source, f"{data.corpus}/{split}"))
-  ds = ds[process_index::process_count]  # Disjoint shard per process.
   if train:
     ds = ds.shuffle(seed=seed).repeat(None)
   return ds.random_map(Crop(data.crop_samples, random=train), seed=seed)
 
 
+def process_rows(ds: grain.MapDataset, *, rows: int, process_index: int, process_count: int,
+                 pad_example: dict | None = None) -> grain.MapDataset:
+  """This process's rows of every global batch: element j of the result is element
+  `(j // rows) * rows * process_count + process_index * rows + j % rows` of `ds`.
+
+  So the global batch (all processes' rows, in process order) does not depend on the number
+  of processes, and processes read disjoint records. A finite `ds` is first padded with
+  `pad_example` to whole global batches.
+  """
+  if not 0 <= process_index < process_count:
+    raise DataError(f"process_index {process_index} not in [0, {process_count})")
+  global_batch = rows * process_count
+  n = len(ds)
+  finite = n < sys.maxsize // 2
+  num_batches = -(-n // global_batch) if finite else sys.maxsize // (2 * global_batch)
+
+  def row(j: int):
+    i = (j // rows) * global_batch + process_index * rows + j % rows
+    return ds[i] if i < n else pad_example
+
+  return grain.MapDataset.range(num_batches * rows).map(row)
+
+
 class AudioIterator:
   """Batches of fixed shape with `get_state` / `set_state` (the contract the trainer uses)."""
 
-  def __init__(self, ds: grain.MapDataset, batch_size: int, data: AudioDataConfig,
-               pad_to_full_batches: bool):
-    if pad_to_full_batches:
-      n = len(ds)
-      padded = -(-n // batch_size) * batch_size
-      length = data.crop_samples
-      ds = grain.MapDataset.range(padded).map(
-          lambda i, ds=ds, n=n: ds[i] if i < n else crop_example(None, -1, length, None))
+  def __init__(self, ds: grain.MapDataset, batch_size: int, data: AudioDataConfig):
     self._ds = ds.batch(batch_size, drop_remainder=True)
     options = grain.ReadOptions(num_threads=data.num_threads, prefetch_buffer_size=data.prefetch)
     self._iter = iter(self._ds.to_iter_dataset(options))
@@ -164,11 +176,12 @@ class AudioIterator:
 def make_audio_iterator(data_cfg: Mapping[str, Any] | AudioDataConfig, *, batch_size: int,
                         seed: int, split: str | None = None, process_index: int | None = None,
                         process_count: int | None = None, train: bool = True) -> AudioIterator:
-  """The iterator over per-process batches of `batch_size` crops.
+  """This process's rows (`batch_size` of them) of every global batch of crops.
 
-  `process_index` / `process_count` default to JAX's (so multi-host needs no extra flags).
-  Evaluation iterators (`train=False`) make one pass; the last batch is padded with invalid
-  examples so every batch has the same shape.
+  The global batch has `batch_size * process_count` examples and does not depend on how many
+  processes share it. `process_index` / `process_count` default to JAX's (so multi-host needs
+  no extra flags). Evaluation iterators (`train=False`) make one pass; the last global batch is
+  padded with invalid examples so every batch has the same shape.
   """
   data = data_cfg if isinstance(data_cfg, AudioDataConfig) else AudioDataConfig.from_config(
       data_cfg)
@@ -178,6 +191,8 @@ def make_audio_iterator(data_cfg: Mapping[str, Any] | AudioDataConfig, *, batch_
     import jax
     process_index, process_count = jax.process_index(), jax.process_count()
   split = split or (data.split if train else data.eval_split)
-  ds = audio_dataset(data, split=split, seed=seed, process_index=process_index,
-                     process_count=process_count, train=train)
-  return AudioIterator(ds, batch_size, data, pad_to_full_batches=not train)
+  ds = audio_dataset(data, split=split, seed=seed, train=train)
+  ds = process_rows(ds, rows=batch_size, process_index=process_index,
+                    process_count=process_count,
+                    pad_example=crop_example(None, -1, data.crop_samples, None))
+  return AudioIterator(ds, batch_size, data)

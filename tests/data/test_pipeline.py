@@ -63,6 +63,17 @@ def test_process_shards_are_disjoint_and_cover(tiny_data_dir):
   assert set().union(*seen) == set(range(n))
 
 
+def test_global_batch_does_not_depend_on_process_count(tiny_data_dir):
+  one = take(make_audio_iterator(cfg(tiny_data_dir), batch_size=4, seed=2, process_index=0,
+                                 process_count=1), 6)
+  two = [take(make_audio_iterator(cfg(tiny_data_dir), batch_size=2, seed=2, process_index=p,
+                                  process_count=2), 6) for p in range(2)]
+  for step in range(6):
+    for key in ("audio", "index", "mask"):
+      np.testing.assert_array_equal(
+          one[step][key], np.concatenate([two[0][step][key], two[1][step][key]]))
+
+
 def test_save_and_restore_gives_the_same_next_batch(tiny_data_dir):
   it = make_audio_iterator(cfg(tiny_data_dir), batch_size=2, seed=1, process_index=0,
                            process_count=1)
