@@ -22,6 +22,8 @@ from audiolm_jax.errors import AudioLMError
 COMMAND_MODULES = (
     "audiolm_jax.commands.data",
     "audiolm_jax.commands.demo",
+    "audiolm_jax.commands.train",
+    "audiolm_jax.commands.inspect",
 )
 
 
@@ -53,7 +55,8 @@ def main(argv=None) -> int:
   debug = "--debug" in argv
   argv = [a for a in argv if a != "--debug"]
   logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
-                      format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+                      format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                      force=True)
   for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets", "grain"):
     logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
   parser = build_parser()

@@ -1,0 +1,300 @@
+"""Checkpoints with orbax: train state, data iterator state, resolved config.
+
+Layout of `WORKDIR/checkpoints/<step>/`:
+
+  state/   the `TrainState` (params, optimizer state, extra, EMA, RNG, step, counters), sharded
+           arrays written by every process (orbax `StandardSave`)
+  data/    each process's data iterator state, `process_<i>-of-<n>.json`
+  config/  the resolved config (JSON)
+
+Saves are asynchronous (training continues while arrays are written) and atomic (a step
+directory appears only once complete); the last `keep` are kept. Restoring targets the
+shardings of the *current* mesh, so a run saved on one mesh resumes on another.
+
+A checkpoint that cannot be read is reported in one line, moved to `checkpoints.corrupt/`
+(so orbax can save that step again) and the next older one is tried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import shutil
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from jax.experimental import multihost_utils
+
+from audiolm_jax.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+STATE, DATA, CONFIG = "state", "data", "config"
+CORRUPT_SUFFIX = ".corrupt"
+
+PyTree = Any
+
+
+# --------------------------------------------------------------------------- data iterator state
+
+
+class DataStateHandler(ocp.CheckpointHandler):
+  """Saves one JSON file per process with that process's data iterator state."""
+
+  def save(self, directory: epath.Path, args: "DataStateSave"):
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    path.write_text(json.dumps(args.state, sort_keys=True))
+
+  def restore(self, directory: epath.Path, args: "DataStateRestore | None" = None):
+    del args
+    name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+    path = directory / name
+    if not path.exists():
+      saved = sorted(p.name for p in directory.iterdir())
+      log.warning("data iterator state %s not in checkpoint (it has %s): the data order "
+                  "restarts", name, saved)
+      return None
+    return json.loads(path.read_text())
+
+  def metadata(self, directory: epath.Path):
+    del directory
+    return None
+
+  def finalize(self, directory: epath.Path):
+    del directory
+
+  def close(self):
+    pass
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_save=True)
+@dataclasses.dataclass
+class DataStateSave(ocp.args.CheckpointArgs):
+  state: dict[str, Any]
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_restore=True)
+@dataclasses.dataclass
+class DataStateRestore(ocp.args.CheckpointArgs):
+  pass
+
+
+# --------------------------------------------------------------------------- the manager
+
+
+@dataclasses.dataclass
+class Restored:
+  """A restored checkpoint."""
+  step: int
+  state: PyTree
+  data_state: dict[str, Any] | None
+  config: dict[str, Any] | None
+  path: str
+
+
+def _one_line(e: BaseException, limit: int = 200) -> str:
+  """The root cause of `e` as one short line."""
+  while e.__cause__ is not None:
+    e = e.__cause__
+  text = " ".join(str(e).split())
+  text = text if len(text) <= limit else text[:limit - 3] + "..."
+  return f"{type(e).__name__}: {text}"
+
+
+class Checkpointer:
+  """Saves and restores checkpoints of a training run in `directory`."""
+
+  def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                           enable_async_checkpointing=async_save)
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={STATE: ocp.StandardCheckpointHandler(), DATA: DataStateHandler(),
+                       CONFIG: ocp.JsonCheckpointHandler()})
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: PyTree, data_state: dict[str, Any] | None,
+           config: dict[str, Any]) -> bool:
+    """Starts an asynchronous save of `step`; False if that step is already saved."""
+    if step in self._manager.all_steps():
+      return False
+    args = ocp.args.Composite(**{STATE: ocp.args.StandardSave(state),
+                                 DATA: DataStateSave(data_state or {}),
+                                 CONFIG: ocp.args.JsonSave(config)})
+    return self._manager.save(step, args=args, force=True)
+
+  def restore(self, step: int, target: PyTree) -> Restored:
+    """Restores `step` onto `target` (a tree of `ShapeDtypeStruct`s with shardings)."""
+    args = ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target),
+                                 DATA: DataStateRestore(), CONFIG: ocp.args.JsonRestore()})
+    out = self._manager.restore(step, args=args)
+    return Restored(step=step, state=out[STATE], data_state=out[DATA], config=out[CONFIG],
+                    path=os.path.join(self.directory, str(step)))
+
+  def restore_latest(self, target: PyTree) -> Restored | None:
+    """The newest readable checkpoint, or None if there is none.
+
+    An unreadable one (truncated, corrupt, partially deleted) is reported in one line, moved
+    aside and the next older one is tried. A checkpoint that reads but does not fit `target`
+    (a changed model or optimizer) is an error, not corruption.
+    """
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      check_compatible(os.path.join(self.directory, str(step)), target)
+      try:
+        return self.restore(step, target)
+      except Exception as e:  # Anything that stops the read means the checkpoint is unusable.
+        moved = self._move_aside(step)
+        older = [s for s in self._manager.all_steps() if s < step]
+        log.warning("checkpoint step %d is unreadable (%s); moved to %s; %s", step,
+                    _one_line(e), moved,
+                    f"trying step {max(older)}" if older else "no older checkpoint")
+    return None
+
+  def _move_aside(self, step: int) -> str:
+    src = os.path.join(self.directory, str(step))
+    dst_dir = self.directory.rstrip("/") + CORRUPT_SUFFIX
+    dst = os.path.join(dst_dir, str(step))
+    if jax.process_index() == 0:
+      os.makedirs(dst_dir, exist_ok=True)
+      if os.path.exists(dst):
+        shutil.rmtree(dst)
+      shutil.move(src, dst)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"checkpoint_move_aside_{step}")
+    self._manager.reload()
+    return dst
+
+  def wait_until_finished(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+# --------------------------------------------------------------------------- reading without a run
+
+
+def find_step_dir(path: str) -> str:
+  """A step directory from a workdir, its `checkpoints/` directory or a step directory."""
+  path = os.path.abspath(path)
+  if os.path.isdir(os.path.join(path, STATE)):
+    return path
+  for candidate in (os.path.join(path, "checkpoints"), path):
+    if os.path.isdir(candidate):
+      steps = [int(n) for n in os.listdir(candidate)
+               if n.isdigit() and os.path.isdir(os.path.join(candidate, n, STATE))]
+      if steps:
+        return os.path.join(candidate, str(max(steps)))
+  raise CheckpointError(f"{path}: no checkpoint found (expected a workdir, its checkpoints/ "
+                        "directory or a checkpoint step directory)")
+
+
+def _state_metadata(step_dir: str) -> dict[str, Any]:
+  """The saved state's tree of array metadata (shape, dtype per leaf)."""
+  try:
+    return ocp.StandardCheckpointHandler().metadata(epath.Path(step_dir) / STATE).tree
+  except Exception as e:
+    raise CheckpointError(f"{step_dir}: unreadable checkpoint ({_one_line(e)})") from e
+
+
+def saved_fields(step_dir: str) -> set[str]:
+  """The top-level fields of a saved state that hold arrays (e.g. no "ema_params" if off)."""
+  return {k for k, v in _state_metadata(step_dir).items() if jax.tree.leaves(v)}
+
+
+def tree_paths(tree: PyTree) -> dict[str, Any]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(p, simple=True, separator="/"): v for p, v in leaves}
+
+
+def _check_tree(step_dir: str, saved: PyTree, wanted: PyTree, what: str) -> None:
+  saved, wanted = tree_paths(saved), tree_paths(wanted)
+  missing, unexpected = sorted(set(wanted) - set(saved)), sorted(set(saved) - set(wanted))
+  shapes = sorted(k for k in set(wanted) & set(saved)
+                  if tuple(getattr(saved[k], "shape", ())) != tuple(wanted[k].shape))
+  problems = [f"{name}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+              for name, keys in (("missing", missing), ("unexpected", unexpected),
+                                 ("shape differs", shapes)) if keys]
+  if problems:
+    raise CheckpointError(f"{step_dir}: {what} does not match this config's model/optimizer "
+                          f"({'; '.join(problems)})")
+
+
+def check_compatible(step_dir: str, target: PyTree) -> None:
+  """Raises `CheckpointError` if the saved state's leaves or shapes differ from `target`'s.
+
+  Unreadable metadata is left for the restore to report as corruption.
+  """
+  try:
+    saved = _state_metadata(step_dir)
+  except CheckpointError:
+    return
+  _check_tree(step_dir, saved, target, "the saved state")
+
+
+def read_numpy(step_dir: str, subtrees: tuple[str, ...] | None = None) -> dict[str, Any]:
+  """The saved state as numpy arrays (optionally only some top-level fields), no mesh needed."""
+  meta = _state_metadata(step_dir)
+  if subtrees is not None:
+    meta = {k: meta[k] for k in subtrees if k in meta}
+  target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), meta)
+  try:
+    return ocp.PyTreeCheckpointer().restore(
+        os.path.join(step_dir, STATE),
+        args=ocp.args.PyTreeRestore(
+            item=target, partial_restore=subtrees is not None,
+            restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                                      target)))
+  except Exception as e:
+    raise CheckpointError(f"{step_dir}: unreadable checkpoint ({_one_line(e)})") from e
+
+
+def read_config(step_dir: str) -> dict[str, Any] | None:
+  path = os.path.join(step_dir, CONFIG, "metadata")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def restore_subtrees(step_dir: str, item: dict[str, PyTree]) -> dict[str, PyTree]:
+  """Restores some top-level fields of a saved state (e.g. `params`) onto `item`'s shardings.
+
+  Used by `--init_from`: the model comes from another run, the optimizer starts fresh.
+  """
+  saved = _state_metadata(step_dir)
+  for field, wanted in item.items():
+    if field not in saved:
+      raise CheckpointError(f"{step_dir}: the checkpoint has no {field!r}")
+    _check_tree(step_dir, saved[field], wanted, field)
+  try:
+    return ocp.PyTreeCheckpointer().restore(
+        os.path.join(step_dir, STATE),
+        args=ocp.args.PyTreeRestore(
+            item=item, partial_restore=True,
+            restore_args=ocp.checkpoint_utils.construct_restore_args(item)))
+  except Exception as e:
+    raise CheckpointError(f"{step_dir}: could not restore {sorted(item)} ({_one_line(e)})") from e
+
+
+def param_fingerprint(params: PyTree) -> str:
+  """SHA-256 over every parameter's path, dtype, shape and bytes (order-independent of devices)."""
+  h = hashlib.sha256()
+  for path, value in sorted(tree_paths(params).items()):
+    a = np.ascontiguousarray(np.asarray(jax.device_get(value)))
+    h.update(f"{path}|{a.dtype.str}|{a.shape}|".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()

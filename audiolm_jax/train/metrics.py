@@ -1,0 +1,257 @@
+"""Metrics out of a run: JSON lines, TensorBoard events (tensorboardX), a tqdm bar, FLOPs.
+
+Only process 0 writes; on other processes every writer is a no-op. Files in the workdir:
+
+  metrics.jsonl   one JSON object per line: {"step", "split" ("train" | "eval"), "time", ...}
+  tb/             TensorBoard event files, scalars named "<split>/<metric>"
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# Dense bf16 peak FLOP/s per device for common accelerators (by `device_kind` prefix).
+KNOWN_PEAK_FLOPS = {
+    "TPU v4": 275e12,
+    "TPU v5 lite": 197e12,
+    "TPU v5e": 197e12,
+    "TPU v5p": 459e12,
+    "TPU v5": 459e12,
+    "TPU v6 lite": 918e12,
+    "TPU v6e": 918e12,
+    "NVIDIA H200": 989e12,
+    "NVIDIA H100": 989e12,
+    "NVIDIA A100": 312e12,
+    "NVIDIA L4": 121e12,
+    "NVIDIA A10": 125e12,
+}
+
+
+class MetricWriter:
+  """Appends metrics to `metrics.jsonl` and TensorBoard event files under `workdir`."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self._jsonl = None
+    self._tb = None
+    if enabled:
+      from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+      os.makedirs(workdir, exist_ok=True)
+      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+      self._tb = SummaryWriter(os.path.join(workdir, "tb"), flush_secs=30)
+
+  def write(self, step: int, metrics: Mapping[str, float], split: str = "train") -> None:
+    if not self.enabled:
+      return
+    clean = {k: float(v) for k, v in metrics.items()}
+    record = {"step": int(step), "split": split, "time": round(time.time(), 3), **clean}
+    self._jsonl.write(json.dumps(record) + "\n")
+    self._jsonl.flush()
+    for k, v in clean.items():
+      if math.isfinite(v):
+        self._tb.add_scalar(f"{split}/{k}", v, int(step))
+
+  def write_text(self, tag: str, text: str, step: int = 0) -> None:
+    if self.enabled:
+      self._tb.add_text(tag, text, step)
+
+  def close(self) -> None:
+    if self.enabled:
+      self._jsonl.close()
+      self._tb.close()
+
+
+def read_jsonl(workdir: str, split: str | None = "train") -> list[dict]:
+  """The records of `metrics.jsonl` (of one split, or all with split=None)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  return [r for r in records if split is None or r["split"] == split]
+
+
+class WindowMean:
+  """Averages per-step metrics between two log points."""
+
+  def __init__(self):
+    self.sums: dict[str, float] = {}
+    self.count = 0
+
+  def add(self, metrics: Mapping[str, float]) -> None:
+    for k, v in metrics.items():
+      self.sums[k] = self.sums.get(k, 0.0) + float(v)
+    self.count += 1
+
+  def mean(self) -> dict[str, float]:
+    return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+
+  def reset(self) -> None:
+    self.sums, self.count = {}, 0
+
+
+class Throughput:
+  """Steps/s, examples/s, task units/s and model FLOPs utilisation between log points."""
+
+  def __init__(self, batch_size: int, units_per_example: float, unit: str,
+               flops_per_step: float | None, peak_flops_total: float | None):
+    self.batch_size = batch_size
+    self.units_per_example = units_per_example
+    self.unit = unit
+    self.flops_per_step = flops_per_step
+    self.peak_flops_total = peak_flops_total
+    self._t = time.perf_counter()
+    self._steps = 0
+
+  def restart(self) -> None:
+    """Starts a new window (e.g. after evaluation or a checkpoint wait)."""
+    self._t = time.perf_counter()
+    self._steps = 0
+
+  def tick(self) -> None:
+    self._steps += 1
+
+  def measure(self) -> dict[str, float]:
+    """Rates over the window since the last measure/restart, then restarts."""
+    now = time.perf_counter()
+    dt, steps = max(now - self._t, 1e-9), self._steps
+    self._t, self._steps = now, 0
+    if not steps:
+      return {}
+    steps_per_s = steps / dt
+    out = {"steps_per_s": steps_per_s, "examples_per_s": steps_per_s * self.batch_size}
+    if self.unit != "examples":
+      out[f"{self.unit}_per_s"] = out["examples_per_s"] * self.units_per_example
+    if self.flops_per_step and self.peak_flops_total:
+      out["mfu"] = self.flops_per_step * steps_per_s / self.peak_flops_total
+    return out
+
+
+def xla_flops(compiled, num_devices: int) -> float | None:
+  """FLOPs of one call of a compiled SPMD computation over `num_devices` (None if unknown).
+
+  XLA counts one device's share, including any computation that is replicated, so this is
+  an upper bound on model FLOPs; tasks that know their FLOPs say so.
+  """
+  try:
+    cost = compiled.cost_analysis()
+  except Exception:  # Not every backend implements it.
+    return None
+  if isinstance(cost, (list, tuple)):
+    cost = cost[0] if cost else None
+  if not cost or cost.get("flops", 0) <= 0:
+    return None
+  return float(cost["flops"]) * num_devices
+
+
+def measure_peak_flops(size: int = 1024, repeats: int = 3) -> float:
+  """Achieved matmul FLOP/s of one local device (a stand-in when the peak is unknown)."""
+  dtype = jnp.bfloat16 if jax.default_backend() != "cpu" else jnp.float32
+  dev = jax.local_devices()[0]
+  a = jax.device_put(jnp.ones((size, size), dtype), dev)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  best = float("inf")
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2.0 * size**3 / best
+
+
+def peak_flops_per_device(configured: float) -> tuple[float, str]:
+  """`(FLOP/s, source)`: the config value, a known device peak, or a start-up measurement."""
+  if configured > 0:
+    return float(configured), "config"
+  kind = jax.devices()[0].device_kind
+  for prefix, peak in KNOWN_PEAK_FLOPS.items():
+    if kind.startswith(prefix):
+      return peak, f"known peak of {kind}"
+  return measure_peak_flops(), f"measured matmul on {kind}"
+
+
+class ProgressBar:
+  """A tqdm bar with loss and throughput (process 0 only, when enabled)."""
+
+  def __init__(self, total: int, initial: int, enabled: bool):
+    self._bar = None
+    if enabled:
+      from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+      self._bar = tqdm(total=total, initial=initial, file=sys.stderr, dynamic_ncols=True,
+                       unit="step", desc="train")
+
+  def update(self, n: int = 1) -> None:
+    if self._bar is not None:
+      self._bar.update(n)
+
+  def show(self, values: Mapping[str, float]) -> None:
+    if self._bar is not None:
+      self._bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+
+  def close(self) -> None:
+    if self._bar is not None:
+      self._bar.close()
+
+
+class Reporter:
+  """Per-step training metrics -> window means + throughput -> JSONL, TensorBoard, progress bar.
+
+  Args:
+    workdir: where `metrics.jsonl` and `tb/` go.
+    enabled: False on every process but 0 (nothing is written or shown).
+    log_every: write the mean of the last `log_every` steps' metrics.
+    total_steps, start_step: for the progress bar (and a final log at `total_steps`).
+    throughput: the rate meter (see `Throughput`).
+    progress_bar: show a tqdm bar.
+  """
+
+  def __init__(self, workdir: str, enabled: bool, log_every: int, total_steps: int,
+               start_step: int, throughput: Throughput, progress_bar: bool):
+    self.log_every, self.total_steps = log_every, total_steps
+    self.throughput = throughput
+    self.writer = MetricWriter(workdir, enabled)
+    self.bar = ProgressBar(total_steps, start_step, enabled and progress_bar)
+    self.window = WindowMean()
+    self.last: dict[str, float] = {}
+
+  def step_done(self, step: int, values: Mapping[str, float]) -> None:
+    """Records one finished step; every `log_every` steps writes the window's means."""
+    self.throughput.tick()
+    self.window.add(values)
+    self.bar.update()
+    if step % self.log_every and step != self.total_steps:
+      return
+    logged = {**self.window.mean(), **self.throughput.measure()}
+    logged["nonfinite_total"] = float(values["nonfinite_total"])  # a count, not a mean
+    self.window.reset()
+    self.writer.write(step, logged, "train")
+    self.last = logged
+    rate = f"{self.throughput.unit}_per_s"
+    self.bar.show({"loss": logged["loss"],
+                   rate.replace("_per_s", "/s"): logged.get(rate, logged.get("examples_per_s",
+                                                                             0.0))})
+
+  def eval_done(self, step: int, values: Mapping[str, float]) -> None:
+    self.writer.write(step, values, "eval")
+    self.throughput.restart()  # Evaluation time is not training time.
+
+  def close(self) -> None:
+    self.bar.close()
+    self.writer.close()
+
+
+def to_host(metrics: Mapping[str, jax.Array]) -> dict[str, float]:
+  """Device scalars -> Python floats (blocks until they are computed)."""
+  return {k: float(np.asarray(v)) for k, v in jax.device_get(dict(metrics)).items()}

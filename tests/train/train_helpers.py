@@ -1,0 +1,106 @@
+"""Helpers for the trainer tests: toy configs, CLI subprocesses."""
+
+import os
+import socket
+import subprocess
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TOY = os.path.join(REPO, "experiments", "configs", "toy_lm.py")
+
+# Quiet, deterministic defaults for trainer runs in tests.
+# A constant schedule keeps the compiled step independent of total_steps, so runs of different
+# lengths share one compilation (through the persistent cache).
+TEST_OVERRIDES = {"progress_bar": "false", "peak_flops_per_device": "1e12",
+                  "optimizer.schedule": "constant"}
+
+
+def toy_config(variant="tiny", **overrides):
+  """The toy LM config with dotted-key overrides given as `a__b=value` keyword arguments."""
+  from audiolm_jax.config import load_config
+  pairs = {**TEST_OVERRIDES, **{k.replace("__", "."): str(v) for k, v in overrides.items()}}
+  return load_config(f"{TOY}:{variant}", list(pairs.items()))
+
+
+def cli_args(workdir, *extra, **overrides):
+  pairs = {**TEST_OVERRIDES, **{k.replace("__", "."): str(v) for k, v in overrides.items()}}
+  return (["train", "--config", f"{TOY}:tiny", "--workdir", str(workdir)]
+          + [f"--config.{k}={v}" for k, v in pairs.items()] + list(extra))
+
+
+# Set by the `compilation_cache` fixture (conftest.py).
+CACHE = {}
+
+
+def subprocess_env(devices=1):
+  env = dict(os.environ)
+  if "dir" in CACHE:
+    env["JAX_COMPILATION_CACHE_DIR"] = CACHE["dir"]
+  # Unoptimised XLA:CPU code compiles 2-3x faster; runs compared with each other share flags.
+  env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
+                      "--xla_backend_optimization_level=0")
+  env["JAX_PLATFORMS"] = "cpu"
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def run_cli(args, devices=1, timeout=120, driver=None):
+  """Runs `python -m audiolm_jax ARGS` (or a driver script calling cli.main) to completion."""
+  cmd = [sys.executable, "-c", driver, *args] if driver else [
+      sys.executable, "-m", "audiolm_jax", *args]
+  return subprocess.run(cmd, env=subprocess_env(devices), capture_output=True, text=True,
+                        timeout=timeout, cwd=REPO)
+
+
+def free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def run_steps(config, workdir, n, batches=None):
+  """Initialises a `Trainer` for `config` and runs `n` jitted train steps by hand.
+
+  Returns (state, [metrics per step as floats]). `batches` (host dicts) replace the data.
+  """
+  import jax
+  from audiolm_jax.train import metrics as metrics_lib
+  from audiolm_jax.train import sharding
+  from audiolm_jax.train.trainer import Trainer
+  trainer = Trainer(config, str(workdir))
+  state, _, _ = trainer.restore_or_init(None)
+  train_step, _ = trainer.compile_steps()
+  if batches is None:
+    it = trainer.task.make_iterator("train", jax.process_index(), jax.process_count())
+    batches = [next(it) for _ in range(n)]
+  history = []
+  for batch in batches[:n]:
+    state, m = train_step(state, sharding.shard_batch(batch, trainer.mesh))
+    history.append(metrics_lib.to_host(m))
+  return state, history
+
+
+def read_tb_scalars(tb_dir):
+  """{tag: [(step, value)]} from the TensorBoard event files in `tb_dir` (no TensorFlow)."""
+  import glob
+  import struct
+  from tensorboardX.proto import event_pb2
+  out = {}
+  for path in sorted(glob.glob(os.path.join(tb_dir, "events.out.tfevents.*"))):
+    with open(path, "rb") as f:
+      data = f.read()
+    pos = 0
+    while pos < len(data):  # TFRecord: u64 length, u32 crc, payload, u32 crc
+      (n,) = struct.unpack("<Q", data[pos:pos + 8])
+      event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
+      pos += 16 + n
+      for v in event.summary.value:
+        out.setdefault(v.tag, []).append((event.step, v.simple_value))
+  return out
+
+
+def fingerprint(workdir, step=None):
+  from audiolm_jax.train import checkpoint
+  path = os.path.join(str(workdir), "checkpoints", str(step)) if step else str(workdir)
+  step_dir = checkpoint.find_step_dir(path)
+  return checkpoint.param_fingerprint(checkpoint.read_numpy(step_dir, ("params",))["params"])
