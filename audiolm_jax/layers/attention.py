@@ -1,0 +1,199 @@
+"""Multi-head attention with a KV cache, and the T5 relative position bias.
+
+Shape letters used in this file:
+  B  batch
+  T  query positions (the tokens of this call)
+  S  key positions (= T for a full pass; the cache length when decoding)
+  D  model dimension
+  H  attention heads
+  E  dimension of one head (logical axis "kv")
+  U  relative position buckets
+
+Two modules:
+
+* `RelativePositionBias`: a learned scalar per (head, distance bucket), T5 style (Raffel et al.,
+  2020, section 2.1). Causal decoders use `bidirectional=False`; encoders such as the conformer use
+  `bidirectional=True`. Typical use, once per stack and shared by all its layers:
+
+      bias = RelativePositionBias(num_heads=H, bidirectional=True)(jnp.arange(T), jnp.arange(T))
+      y = MultiHeadAttention(num_heads=H, head_dim=E)(x, bias=bias)
+
+* `MultiHeadAttention`: self-attention taking an additive `bias` and a boolean `mask` from its
+  caller (so one module serves causal, bidirectional and padded inputs). With `decode=True` it
+  keeps keys and values in a fixed-size cache (linen collection `"cache"`), writes this call's
+  keys/values at `cache_index` with `lax.dynamic_update_slice` and attends over the whole cache;
+  the caller's mask hides the slots not written yet. One call may carry many tokens (a prefill
+  pass over a prompt) or one (a decoding step): the cost of a step depends on the cache length,
+  never on how many tokens were generated before. Keys and values are laid out heads first,
+  `[B, H, S, E]` (cache axes "cache_batch", "cache_heads", "cache_length", "cache_kv").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+DType = Any
+
+
+def relative_position_bucket(relative_position: Array, *, bidirectional: bool, num_buckets: int,
+                             max_distance: int) -> Array:
+  """Maps `key_position - query_position` to a bucket in `[0, num_buckets)` (T5's scheme).
+
+  Half of the buckets (of each direction when bidirectional) hold exact distances 0, 1, 2, ...;
+  the other half cover distances up to `max_distance` logarithmically; farther distances share
+  the last bucket. Causal (unidirectional) attention only ever sees keys at or before the query,
+  so positive relative positions all fall into bucket 0 there.
+  """
+  n = -relative_position  # query - key: >= 0 for keys in the past.
+  bucket = jnp.zeros_like(n)
+  if bidirectional:
+    num_buckets //= 2
+    bucket += (n < 0).astype(n.dtype) * num_buckets  # Keys in the future use the upper half.
+    n = jnp.abs(n)
+  else:
+    n = jnp.maximum(n, 0)
+  max_exact = num_buckets // 2
+  is_small = n < max_exact
+  # Logarithmic buckets for larger distances; the epsilon keeps log() finite at n = 0 (unused).
+  scaled = jnp.log(n.astype(jnp.float32) / max_exact + np.finfo(np.float32).eps)
+  scaled = scaled / np.log(max_distance / max_exact) * (num_buckets - max_exact)
+  large = jnp.minimum(max_exact + scaled.astype(n.dtype), num_buckets - 1)
+  return bucket + jnp.where(is_small, n, large)
+
+
+class RelativePositionBias(nn.Module):
+  """Learned additive attention bias per head and relative-distance bucket (T5).
+
+  Attributes:
+    num_heads: H, one bias per head.
+    bidirectional: False for causal decoders (only past distances are told apart), True for
+      encoders (past and future distances get separate buckets).
+    num_buckets: U, buckets in total (T5 default 32).
+    max_distance: distances beyond this share the last bucket (T5 default 128).
+    dtype: dtype of the returned bias.
+    param_dtype: dtype of the bias table.
+  """
+  num_heads: int
+  bidirectional: bool
+  num_buckets: int = 32
+  max_distance: int = 128
+  dtype: DType = jnp.float32
+  param_dtype: DType = jnp.float32
+
+  @nn.compact
+  def __call__(self, query_positions: Array, key_positions: Array) -> Array:
+    """Returns the bias `[1, H, T, S]` for integer positions `[T]` and `[S]`.
+
+    Positions may be traced (e.g. `cache_index + jnp.arange(T)` when decoding); only their
+    differences matter.
+    """
+    table = self.param(
+        "rel_embedding",
+        nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0),
+                                     ("heads", "relpos_buckets")),
+        (self.num_heads, self.num_buckets), self.param_dtype)  # [H, U]
+    relative = key_positions[None, :] - query_positions[:, None]  # [T, S]
+    buckets = relative_position_bucket(relative.astype(jnp.int32),
+                                       bidirectional=self.bidirectional,
+                                       num_buckets=self.num_buckets,
+                                       max_distance=self.max_distance)  # [T, S]
+    bias = jnp.take(jnp.asarray(table, self.dtype), buckets, axis=1)  # [H, T, S]
+    return bias[None]  # [1, H, T, S]
+
+
+class MultiHeadAttention(nn.Module):
+  """Multi-head self-attention, no biases on projections (T5), optional KV cache.
+
+  Attributes:
+    num_heads: H.
+    head_dim: E.
+    dropout_rate: dropout on the attention probabilities.
+    cache_length: S of the KV cache; needed only when the cache is first created with
+      `decode=True` (e.g. under `jax.eval_shape(model.init)`); later calls read the cache's shape.
+    dtype: computation dtype (softmax always runs in float32).
+    param_dtype: parameter dtype.
+  """
+  num_heads: int
+  head_dim: int
+  dropout_rate: float = 0.0
+  cache_length: int | None = None
+  dtype: DType = jnp.float32
+  param_dtype: DType = jnp.float32
+
+  def _projection(self, name: str, shape, names, in_axis, out_axis) -> Array:
+    init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                            in_axis=in_axis, out_axis=out_axis)
+    kernel = self.param(name, nn.with_logical_partitioning(init, names), shape, self.param_dtype)
+    return jnp.asarray(kernel, self.dtype)
+
+  @nn.compact
+  def __call__(self, x: Array, *, bias: Array | None = None, mask: Array | None = None,
+               decode: bool = False, cache_index: Array | int | None = None,
+               deterministic: bool = True) -> Array:
+    """Attends `x [B, T, D]` to itself (or to the cache) and returns `[B, T, D]`.
+
+    Args:
+      x: inputs `[B, T, D]`.
+      bias: additive logits bias broadcastable to `[B, H, T, S]`, e.g. a relative position bias.
+      mask: boolean, broadcastable to `[B, H, T, S]`; False hides a key from a query. Rows with
+        no visible key attend uniformly (callers should keep at least one key visible, e.g. the
+        query's own position).
+      decode: use the KV cache: write this call's keys/values at `cache_index`, attend over the
+        whole cache (S = cache length).
+      cache_index: where this call's first token goes in the cache (a scalar, may be traced).
+      deterministic: disables dropout.
+    """
+    batch, length, d_model = x.shape
+    x = jnp.asarray(x, self.dtype)
+    h, e = self.num_heads, self.head_dim
+    in_names, in_shape = ("embed", "heads", "kv"), (d_model, h, e)
+    # Heads before positions ([B, H, T, E]): the layout of the KV cache, so that a decoding
+    # step reads the cache without transposing it.
+    project = lambda name: jnp.einsum(
+        "btd,dhe->bhte", x, self._projection(name, in_shape, in_names, 0, (1, 2)))
+    activation_names = ("activation_batch", "activation_heads", "activation_length",
+                        "activation_kv")
+    query = nn.with_logical_constraint(project("query"), activation_names)  # [B, H, T, E]
+    key = nn.with_logical_constraint(project("key"), activation_names)
+    value = nn.with_logical_constraint(project("value"), activation_names)
+
+    if decode:
+      key, value = self._update_cache(key, value, cache_index)  # [B, H, S, E] each
+
+    query = query / jnp.sqrt(e).astype(self.dtype)
+    logits = jnp.einsum("bhte,bhse->bhts", query, key).astype(jnp.float32)  # [B, H, T, S]
+    if bias is not None:
+      logits = logits + bias.astype(jnp.float32)
+    if mask is not None:
+      logits = jnp.where(mask, logits, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(logits, axis=-1).astype(self.dtype)
+    probs = nn.Dropout(self.dropout_rate)(probs, deterministic=deterministic)
+    out = jnp.einsum("bhts,bhse->bhte", probs, value)  # [B, H, T, E]
+    out = nn.with_logical_constraint(out, activation_names)
+    out_kernel = self._projection("out", (h, e, d_model), ("heads", "kv", "embed"), (0, 1), 2)
+    return jnp.einsum("bhte,hed->btd", out, out_kernel)  # [B, T, D]
+
+  def _update_cache(self, key: Array, value: Array, cache_index) -> tuple[Array, Array]:
+    """Writes `key`/`value [B, H, T, E]` at `cache_index`; returns the full cache `[B, H, S, E]`."""
+    batch, h, _, e = key.shape
+    if cache_index is None:
+      raise ValueError("MultiHeadAttention(decode=True) needs cache_index")
+    if self.cache_length is None and not self.has_variable("cache", "cached_key"):
+      raise ValueError("MultiHeadAttention: set cache_length to create a KV cache")
+    names = ("cache_batch", "cache_heads", "cache_length", "cache_kv")
+    shape = (batch, h, self.cache_length, e)
+    init = nn.with_logical_partitioning(jnp.zeros, names)
+    cached_key = self.variable("cache", "cached_key", init, shape, self.dtype)
+    cached_value = self.variable("cache", "cached_value", init, shape, self.dtype)
+    start = (0, 0, jnp.asarray(cache_index, jnp.int32), 0)
+    cached_key.value = nn.with_logical_constraint(
+        jax.lax.dynamic_update_slice(cached_key.value, key.astype(self.dtype), start), names)
+    cached_value.value = nn.with_logical_constraint(
+        jax.lax.dynamic_update_slice(cached_value.value, value.astype(self.dtype), start), names)
+    return cached_key.value, cached_value.value

@@ -1,0 +1,1 @@
+"""Quantizers: residual vector quantisation and k-means."""
