@@ -1,0 +1,319 @@
+"""SoundStream: SEANet encoder -> residual vector quantiser -> SEANet decoder.
+
+Shape letters: B batch, S samples, T frames (S / hop), Q quantiser levels, D embedding dim.
+
+    wav [B, S] -encoder-> [B, T, D] -RVQ-> codes [B, T, Q] -lookup-> [B, T, D] -decoder-> wav
+
+With the paper's strides (2, 4, 5, 8) the hop is 320 samples: 50 frames per second at 16 kHz,
+and 12 levels of 1024 codes make 50 * 12 * 10 = 6 kbps. Strides (3, 4, 5, 8) give 50 Hz at
+24 kHz (MusicLM).
+
+Entry points (pure, jitted, `config` static):
+
+    variables = init(config, rng)                     # {"params", "vq_stats"}
+    codes = encode(config, variables, wav)            # [B, S] -> [B, T, Q] int32
+    wav = decode(config, variables, codes[..., :n])   # any 1 <= n <= Q leading levels
+    bitrate(config, n_q)                              # bits per second
+
+    state = encoder_stream_state(config, batch_size)  # streaming: explicit carried state
+    codes, state = encode_chunk(config, variables, state, chunk)  # chunk [B, m * hop]
+    state = decoder_stream_state(config, batch_size)
+    wav, state = decode_chunk(config, variables, state, codes)    # codes [B, m, n]
+
+`Codec(config, variables)` bundles them for callers that hold one trained model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from typing import Any, Mapping
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from audiolm_jax.codec.seanet import SEANetDecoder, SEANetEncoder
+from audiolm_jax.errors import ConfigError
+from audiolm_jax.layers.conv import STREAM
+from audiolm_jax.quantization.rvq import (VQ_STATS, QuantizedResult, ResidualVectorQuantizer,
+                                          RVQConfig)
+
+Array = jax.Array
+Variables = Mapping[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class CodecConfig:
+  """SoundStream hyperparameters (defaults: the paper's 16 kHz, 6 kbps model).
+
+  Attributes:
+    sample_rate: audio sample rate in Hz.
+    channels: C, base channels of the encoder (block i has C * channel_mults[i]).
+    decoder_channels: C of the decoder; 0 means the same as `channels`.
+    channel_mults: channel multiplier of each encoder block's output.
+    strides: downsampling factor of each encoder block (decoder: reversed); their product is
+      the hop, samples per frame.
+    dilations: dilations of the three residual units of each block.
+    kernel_size: taps of the first and of the decoder's last convolution.
+    residual_kernel_size: taps of the dilated convolution in each residual unit.
+    last_kernel_size: taps of the encoder's last convolution.
+    dim: D, embedding dimension (encoder output, codebook vectors, decoder input).
+    num_quantizers: Q, RVQ levels.
+    codebook_size: K, codes per level.
+    ema_decay: decay of the codebook EMA.
+    ema_epsilon: Laplace smoothing of the EMA cluster sizes.
+    dead_code_threshold: EMA cluster size below which a code is restarted (0: never).
+    kmeans_iters: Lloyd iterations of the k-means initialisation on the first batch.
+    quantizer_dropout: train with a random number of levels per example (bitrate scalable).
+    dtype: computation dtype of the convolutions ("float32" or "bfloat16"); the quantiser
+      always works in float32.
+  """
+  sample_rate: int = 16000
+  channels: int = 32
+  decoder_channels: int = 0
+  channel_mults: tuple[int, ...] = (2, 4, 8, 16)
+  strides: tuple[int, ...] = (2, 4, 5, 8)
+  dilations: tuple[int, ...] = (1, 3, 9)
+  kernel_size: int = 7
+  residual_kernel_size: int = 7
+  last_kernel_size: int = 3
+  dim: int = 512
+  num_quantizers: int = 12
+  codebook_size: int = 1024
+  ema_decay: float = 0.99
+  ema_epsilon: float = 1e-5
+  dead_code_threshold: float = 2.0
+  kmeans_iters: int = 10
+  quantizer_dropout: bool = True
+  dtype: str = "float32"
+
+  def __post_init__(self):
+    for name in ("channel_mults", "strides", "dilations"):
+      object.__setattr__(self, name, tuple(int(v) for v in getattr(self, name)))
+    if len(self.channel_mults) != len(self.strides):
+      raise ConfigError(f"codec: channel_mults {self.channel_mults} and strides {self.strides} "
+                        "must have the same length (one per encoder block)")
+    positive = dict(sample_rate=self.sample_rate, channels=self.channels, dim=self.dim,
+                    num_quantizers=self.num_quantizers, codebook_size=self.codebook_size,
+                    kernel_size=self.kernel_size, last_kernel_size=self.last_kernel_size,
+                    residual_kernel_size=self.residual_kernel_size)
+    for name, value in positive.items():
+      if value < 1:
+        raise ConfigError(f"codec: {name} must be positive, got {value}")
+    if not self.strides or min(self.strides + self.channel_mults + self.dilations) < 1:
+      raise ConfigError("codec: strides, channel_mults and dilations must be positive")
+    if self.decoder_channels < 0:
+      raise ConfigError(f"codec: decoder_channels must be >= 0, got {self.decoder_channels}")
+    if any(self.channels * m % 2 for m in self.channel_mults):
+      raise ConfigError("codec: channels * channel_mults must be even (residual units use half)")
+    if not 0.0 <= self.ema_decay < 1.0:
+      raise ConfigError(f"codec: ema_decay must be in [0, 1), got {self.ema_decay}")
+    if self.dtype not in ("float32", "bfloat16"):
+      raise ConfigError(f"codec: dtype must be float32 or bfloat16, got {self.dtype!r}")
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> CodecConfig:
+    """Builds the config from a mapping (e.g. the `model` ConfigDict of a config file)."""
+    d = dict(d.items())
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+      raise ConfigError(f"codec: unknown model keys {unknown}; known: {sorted(known)}")
+    return cls(**d)
+
+  @property
+  def hop_length(self) -> int:
+    """Samples per frame (product of the strides)."""
+    return math.prod(self.strides)
+
+  @property
+  def frame_rate(self) -> float:
+    """Frames (codes per level) per second."""
+    return self.sample_rate / self.hop_length
+
+  @property
+  def rvq(self) -> RVQConfig:
+    """The quantiser's hyperparameters."""
+    return RVQConfig(
+        num_quantizers=self.num_quantizers, codebook_size=self.codebook_size, dim=self.dim,
+        decay=self.ema_decay, epsilon=self.ema_epsilon,
+        dead_code_threshold=self.dead_code_threshold, kmeans_iters=self.kmeans_iters,
+        quantizer_dropout=self.quantizer_dropout, frame_rate=self.frame_rate)
+
+
+@flax.struct.dataclass
+class CodecOutput:
+  """A full pass through the codec.
+
+  Attributes:
+    audio: [B, S] reconstruction.
+    quantizer: the quantiser's result (codes, commitment loss, usage statistics, ...).
+  """
+  audio: Array
+  quantizer: QuantizedResult
+
+
+def pad_to_frames(wav: Array, hop: int) -> Array:
+  """Right-pads wav [B, S] with zeros to a whole number of frames [B, ceil(S / hop) * hop].
+
+  The encoder is causal, so the padding changes only the last, partial frame.
+  """
+  if wav.ndim != 2:
+    raise ValueError(f"expected a batch of mono waveforms [B, S], got shape {wav.shape}")
+  extra = -wav.shape[1] % hop
+  return jnp.pad(wav, ((0, 0), (0, extra))) if extra else wav
+
+
+class SoundStream(nn.Module):
+  """The codec as one linen module.
+
+  Variables: `params` (encoder, decoder) and `vq_stats` (codebooks, see `quantization/rvq`).
+  Training calls `apply(..., wav, train=True, rngs={"quantizer": rng},
+  mutable=["vq_stats"])`; streaming calls pass `streaming=True` with `mutable=["stream"]`.
+
+  Attributes:
+    config: the codec hyperparameters.
+  """
+  config: CodecConfig
+
+  def setup(self):
+    self.encoder = SEANetEncoder(self.config)
+    self.quantizer = ResidualVectorQuantizer(self.config.rvq)
+    self.decoder = SEANetDecoder(self.config)
+
+  def __call__(self, wav: Array, train: bool = False) -> CodecOutput:
+    """Encodes, quantises (with dropout and codebook updates when training) and decodes.
+
+    Args:
+      wav: [B, S] waveforms; S is padded up to whole frames and the output trimmed back.
+      train: training mode of the quantiser.
+    """
+    num_samples = wav.shape[1]
+    result = self.quantizer(self.encoder(pad_to_frames(wav, self.config.hop_length)),
+                            train=train)
+    audio = self.decoder(result.quantized)[:, :num_samples]                       # [B, S]
+    return CodecOutput(audio=audio, quantizer=result)
+
+  def encode(self, wav: Array, streaming: bool = False) -> Array:
+    """wav [B, S] -> codes [B, ceil(S / hop), Q] int32 (streaming: S a multiple of hop)."""
+    if streaming and wav.shape[1] % self.config.hop_length:
+      raise ValueError(f"a streamed chunk must be a multiple of {self.config.hop_length} "
+                       f"samples, got {wav.shape[1]}")
+    return self.quantizer.encode(self.encoder(pad_to_frames(wav, self.config.hop_length),
+                                              streaming))
+
+  def decode(self, codes: Array, streaming: bool = False) -> Array:
+    """codes [B, T, n] (the first n <= Q levels) -> wav [B, T * hop]."""
+    return self.decoder(self.quantizer.decode(codes), streaming)
+
+
+def _model_variables(variables: Variables) -> dict[str, Any]:
+  """The collections the codec reads at inference."""
+  return {"params": variables["params"], VQ_STATS: variables[VQ_STATS]}
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def init(config: CodecConfig, rng: Array) -> dict[str, Any]:
+  """Fresh variables `{"params", "vq_stats"}` (with logical-partitioning metadata)."""
+  wav = jnp.zeros((1, config.hop_length), jnp.float32)
+  return dict(SoundStream(config).init({"params": rng}, wav))
+
+
+@functools.partial(jax.jit, static_argnums=0, static_argnames="n_q")
+def encode(config: CodecConfig, variables: Variables, wav: Array,
+           n_q: int | None = None) -> Array:
+  """wav [B, S] -> codes [B, ceil(S / hop), n_q] int32 (all Q levels by default)."""
+  codes = SoundStream(config).apply(_model_variables(variables), wav,
+                                    method=SoundStream.encode)
+  return codes if n_q is None else codes[..., :n_q]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def decode(config: CodecConfig, variables: Variables, codes: Array) -> Array:
+  """codes [B, T, n] with any 1 <= n <= Q leading levels -> wav [B, T * hop]."""
+  return SoundStream(config).apply(_model_variables(variables), codes,
+                                   method=SoundStream.decode)
+
+
+def bitrate(config: CodecConfig, n_q: int | None = None) -> float:
+  """Bits per second with the first `n_q` levels (all by default)."""
+  return config.rvq.bits_per_second(n_q)
+
+
+def _zero_stream_state(config: CodecConfig, method, example: Array) -> dict[str, Any]:
+  def init_fn():
+    return SoundStream(config).init(jax.random.key(0), example, streaming=True, method=method)
+
+  shapes = jax.eval_shape(init_fn)[STREAM]
+  return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+
+
+def encoder_stream_state(config: CodecConfig, batch_size: int) -> dict[str, Any]:
+  """The encoder's streaming state at the start of a signal (all buffers zero)."""
+  chunk = jnp.zeros((batch_size, config.hop_length), jnp.float32)
+  return _zero_stream_state(config, SoundStream.encode, chunk)
+
+
+def decoder_stream_state(config: CodecConfig, batch_size: int) -> dict[str, Any]:
+  """The decoder's streaming state at the start of a signal (all buffers zero)."""
+  codes = jnp.zeros((batch_size, 1, config.num_quantizers), jnp.int32)
+  return _zero_stream_state(config, SoundStream.decode, codes)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def encode_chunk(config: CodecConfig, variables: Variables, state: Any,
+                 chunk: Array) -> tuple[Array, Any]:
+  """Streams chunk [B, m * hop] -> (codes [B, m, Q], next state)."""
+  codes, mutated = SoundStream(config).apply(
+      {**_model_variables(variables), STREAM: state}, chunk, streaming=True,
+      method=SoundStream.encode, mutable=[STREAM])
+  return codes, mutated[STREAM]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def decode_chunk(config: CodecConfig, variables: Variables, state: Any,
+                 codes: Array) -> tuple[Array, Any]:
+  """Streams codes [B, m, n] -> (wav [B, m * hop], next state)."""
+  wav, mutated = SoundStream(config).apply(
+      {**_model_variables(variables), STREAM: state}, codes, streaming=True,
+      method=SoundStream.decode, mutable=[STREAM])
+  return wav, mutated[STREAM]
+
+
+@dataclasses.dataclass(frozen=True)
+class Codec:
+  """A trained codec: its config and variables, with jitted `encode` / `decode`.
+
+  Attributes:
+    config: the codec hyperparameters.
+    variables: at least `{"params", "vq_stats"}`.
+  """
+  config: CodecConfig
+  variables: Variables
+
+  @property
+  def sample_rate(self) -> int:
+    return self.config.sample_rate
+
+  @property
+  def frame_rate(self) -> float:
+    return self.config.frame_rate
+
+  @property
+  def num_quantizers(self) -> int:
+    return self.config.num_quantizers
+
+  def encode(self, wav: Array, n_q: int | None = None) -> Array:
+    """wav [B, S] -> codes [B, T, n_q]."""
+    return encode(self.config, self.variables, wav, n_q=n_q)
+
+  def decode(self, codes: Array) -> Array:
+    """codes [B, T, n] -> wav [B, T * hop]."""
+    return decode(self.config, self.variables, codes)
+
+  def bitrate(self, n_q: int | None = None) -> float:
+    """Bits per second with the first `n_q` levels."""
+    return bitrate(self.config, n_q)

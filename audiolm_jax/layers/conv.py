@@ -1,0 +1,166 @@
+"""Causal 1-D convolutions with a streaming state (SoundStream / SEANet).
+
+Activations are NWC: `[B, T, C]` (B batch, T time steps, C channels). A causal convolution
+looks only at the present and the past: the input is padded on the left with the
+`context` frames the kernel reaches back, and nothing on the right, so a stride-`s`
+convolution of `T` frames (a multiple of `s`) gives exactly `T / s` frames, and output frame
+`t` never depends on input after `t * s + s - 1`.
+
+Streaming. Called with `streaming=True`, a layer prepends the last `context` input frames it
+has seen (zeros at the start, exactly the causal padding) instead of zero padding, and stores
+the new last `context` frames. These buffers live in the linen collection `"stream"` (the
+same idiom as the `"cache"` collection of autoregressive decoding), so the state is explicit:
+it comes in with `apply({"params": p, "stream": s}, ...)` and goes out through
+`mutable=["stream"]`. Feeding a signal chunk by chunk therefore gives the same output as
+feeding it whole, for any chunk length that is a multiple of the stride.
+
+Transposed convolution. `CausalConvTranspose1d` computes the causal (right-trimmed)
+transposed convolution of SEANet/EnCodec, `y[n] = sum_t x[t] W[n - t s]` for
+`0 <= n < T s`, in its polyphase form: a causal convolution with `k / s` taps and `s * C_out`
+output channels followed by a depth-to-space reshape. That computes the minimum number of
+multiply-adds (no zero-stuffed input), and its streaming state is, as for every other layer
+here, a buffer of past input frames.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+Dtype = Any
+
+# The linen collection that holds the streaming buffers.
+STREAM = "stream"
+
+_KERNEL_AXES = ("conv_kernel", "conv_in", "conv_out")
+_BIAS_AXES = ("conv_out",)
+_DIMENSION_NUMBERS = ("NWC", "WIO", "NWC")
+
+
+def _with_left_context(module: nn.Module, x: Array, context: int, streaming: bool):
+  """Gives `x` its `context` frames of history.
+
+  Returns `(x, padding)` for `lax.conv_general_dilated`. Not streaming: `x` unchanged and a
+  left zero padding of `context` frames (done inside the convolution, no copy). Streaming:
+  the buffered frames from the `"stream"` collection are prepended (zeros on the first call),
+  the buffer is replaced by the last `context` frames, and no padding is needed.
+  """
+  if not streaming or context == 0:
+    return x, ((context, 0),)
+  buffer = module.variable(STREAM, "buffer", jnp.zeros, (x.shape[0], context, x.shape[2]),
+                           x.dtype)
+  x = jnp.concatenate([buffer.value, x], axis=1)  # [B, context + T, C]
+  buffer.value = x[:, x.shape[1] - context:]
+  return x, ((0, 0),)
+
+
+class CausalConv1d(nn.Module):
+  """Causal 1-D convolution, `[B, T, C_in] -> [B, T / stride, features]`.
+
+  Attributes:
+    features: output channels.
+    kernel_size: taps of the kernel.
+    stride: temporal stride; `T` must be a multiple of it.
+    dilation: kernel dilation.
+    use_bias: whether to add a bias.
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+  features: int
+  kernel_size: int
+  stride: int = 1
+  dilation: int = 1
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @property
+  def context(self) -> int:
+    """Past input frames each output needs beyond the current stride: `(k - 1) d + 1 - s`."""
+    return (self.kernel_size - 1) * self.dilation + 1 - self.stride
+
+  @nn.compact
+  def __call__(self, x: Array, streaming: bool = False) -> Array:
+    if self.context < 0:
+      raise ValueError(f"{self.name}: the receptive field ({self.context + self.stride}) is "
+                       f"shorter than the stride ({self.stride}); some input would be skipped")
+    if x.shape[1] % self.stride:
+      raise ValueError(f"{self.name}: {x.shape[1]} frames is not a multiple of the stride "
+                       f"{self.stride}")
+    kernel = self.param(
+        "kernel", nn.with_logical_partitioning(nn.initializers.lecun_normal(), _KERNEL_AXES),
+        (self.kernel_size, x.shape[-1], self.features), self.param_dtype)
+    bias = None
+    if self.use_bias:
+      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, _BIAS_AXES),
+                        (self.features,), self.param_dtype)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    x, padding = _with_left_context(self, x, self.context, streaming)
+    y = jax.lax.conv_general_dilated(
+        x, kernel, window_strides=(self.stride,), padding=padding,
+        rhs_dilation=(self.dilation,), dimension_numbers=_DIMENSION_NUMBERS)
+    if bias is not None:
+      y = y + bias
+    return y
+
+
+class CausalConvTranspose1d(nn.Module):
+  """Causal transposed 1-D convolution (upsampling), `[B, T, C_in] -> [B, T * stride, features]`.
+
+  The kernel is stored in the usual transposed-convolution layout `[k, C_in, C_out]`:
+  input frame `t` adds `x[t] @ kernel[j]` to output sample `t * stride + j` (a PyTorch
+  `ConvTranspose1d` weight `w[C_in, C_out, k]` is `w.permute(2, 0, 1)` here). The output is
+  the first `T * stride` samples of the full transposed convolution, i.e. the causal trim of
+  SEANet/EnCodec. It is computed as a causal convolution with `k / stride` taps over
+  `stride * features` channels, then a depth-to-space reshape (see the module docstring).
+
+  Attributes:
+    features: output channels.
+    kernel_size: taps of the transposed kernel; a multiple of `stride` (SEANet uses `2 s`).
+    stride: upsampling factor.
+    use_bias: whether to add a bias.
+    dtype: computation dtype.
+    param_dtype: parameter dtype.
+  """
+  features: int
+  kernel_size: int
+  stride: int
+  use_bias: bool = True
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @property
+  def context(self) -> int:
+    """Past input frames each output frame needs: `k / stride - 1`."""
+    return self.kernel_size // self.stride - 1
+
+  @nn.compact
+  def __call__(self, x: Array, streaming: bool = False) -> Array:
+    if self.kernel_size % self.stride:
+      raise ValueError(f"{self.name}: kernel_size {self.kernel_size} must be a multiple of the "
+                       f"stride {self.stride}")
+    b, t, c_in = x.shape
+    s, taps = self.stride, self.kernel_size // self.stride
+    kernel = self.param(
+        "kernel", nn.with_logical_partitioning(nn.initializers.lecun_normal(), _KERNEL_AXES),
+        (self.kernel_size, c_in, self.features), self.param_dtype)
+    bias = None
+    if self.use_bias:
+      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, _BIAS_AXES),
+                        (self.features,), self.param_dtype)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+    # Tap m of the polyphase kernel holds W[m s : m s + s]; a causal convolution reads its
+    # oldest input with its first tap, hence the flip.
+    poly = kernel.reshape(taps, s, c_in, self.features)[::-1]      # [taps, s, C_in, C_out]
+    poly = poly.transpose(0, 2, 1, 3).reshape(taps, c_in, s * self.features)
+    x, padding = _with_left_context(self, x, self.context, streaming)
+    y = jax.lax.conv_general_dilated(x, poly, window_strides=(1,), padding=padding,
+                                     dimension_numbers=_DIMENSION_NUMBERS)  # [B, T, s C_out]
+    y = y.reshape(b, t * s, self.features)
+    if bias is not None:
+      y = y + bias
+    return y

@@ -1,0 +1,127 @@
+"""SoundStream codec: SEANet encoder/decoder, 12 x 1024 RVQ, wave + STFT discriminators.
+
+  audiolm-jax train --config experiments/configs/codec.py:cpu --workdir /tmp/codec
+  audiolm-jax train --config experiments/configs/codec.py:paper --workdir gs://.../codec \
+      --config.data.corpus=audio_folder --config.data.data_dir=/data/librilight
+
+Variants: `tiny` (tests, seconds), `cpu` (trainable on two CPU cores in about an hour),
+`paper` (SoundStream as used by AudioLM: C=32, strides 2,4,5,8 = 320 samples = 50 Hz at
+16 kHz, 12 levels x 1024 codes = 6 kbps). For 24 kHz (MusicLM) set
+`--config.model.sample_rate=24000 --config.model.strides=3,4,5,8 --config.data.sample_rate=24000
+--config.loss.sample_rate=24000`.
+
+`model` builds `codec.soundstream.CodecConfig`, `discriminator` builds
+`codec.discriminators.DiscriminatorConfig` and `loss` builds `codec.losses.CodecLossConfig`.
+"""
+
+import ml_collections
+
+from audiolm_jax.train.defaults import base_config
+
+VARIANTS = ("tiny", "cpu", "paper")
+
+
+def get_config(arg=None):
+  variant = arg or "tiny"
+  if variant not in VARIANTS:
+    raise ValueError(f"unknown variant {variant!r}")
+  c = base_config()
+  c.task = "codec"
+
+  c.model = dict(
+      sample_rate=16000,            # Hz
+      channels=4,                   # C, encoder base channels (block i: C * channel_mults[i])
+      decoder_channels=0,           # C of the decoder (0 = same as channels)
+      channel_mults=(2, 4, 8, 16),  # channel multiplier of each encoder block
+      strides=(2, 4, 5, 8),         # downsampling per block; product = hop = 320 samples
+      dilations=(1, 3, 9),          # dilations of the residual units in every block
+      kernel_size=7,                # taps of the first and the decoder's last conv
+      residual_kernel_size=7,       # taps of the residual units' dilated convs
+      last_kernel_size=3,           # taps of the encoder's last conv
+      dim=16,                       # D, embedding / codebook dimension
+      num_quantizers=4,             # Q, RVQ levels
+      codebook_size=32,             # K, codes per level
+      ema_decay=0.99,               # codebook EMA decay
+      ema_epsilon=1e-5,             # Laplace smoothing of EMA cluster sizes
+      dead_code_threshold=0.5,      # restart codes whose EMA count per batch falls below this
+                                    # (keep it well below B * T / K, a code's uniform share)
+      kmeans_iters=10,              # Lloyd iterations of the first-batch k-means init
+      quantizer_dropout=True,       # random n_q in [1, Q] per example (bitrate scalable)
+      dtype="float32",              # conv compute dtype ("bfloat16" on accelerators)
+  )
+  c.discriminator = dict(
+      wave_scales=3,                # waveform discriminators at 1x, 2x, 4x downsampling
+      wave_channels=4,              # channels of their first conv (MelGAN: 16)
+      wave_max_channels=64,         # channel cap (MelGAN: 1024)
+      wave_downsamples=2,           # strided grouped convs each (MelGAN: 4)
+      stft_channels=4,              # C of the STFT discriminator (SoundStream: 32)
+      stft_channel_mults=(2, 4, 4, 8, 8, 16),  # residual block widths in units of C
+      stft_time_strides=(1, 2, 1, 2, 1, 2),    # time stride per block (frequency: always 2)
+      stft_n_fft=256,               # STFT window (SoundStream: 1024)
+      stft_hop=64,                  # STFT hop (SoundStream: 256)
+  )
+  c.loss = dict(
+      sample_rate=16000,            # Hz, for the mel filterbanks (= model.sample_rate)
+      mel_windows=(64, 128, 256, 512, 1024, 2048),  # multi-scale mel windows 2^6..2^11
+      mel_bins=64,                  # mel bands per scale
+      mel_log_eps=1e-5,             # added before the log of mel magnitudes
+      reconstruction_weight=1.0,    # w_rec
+      adversarial_weight=1.0,       # w_adv (hinge)
+      feature_weight=100.0,         # w_feat (L1 feature matching)
+      commitment_weight=1.0,        # w_commit (RVQ commitment loss)
+  )
+
+  c.data.corpus = "synthetic_speech"  # built-in corpus (or audio_folder with data.data_dir)
+  c.data.crop_seconds = 0.2           # random crop per example (a multiple of 20 ms)
+  c.data.sample_rate = 16000          # Hz (= model.sample_rate)
+
+  c.total_steps = 20
+  c.batch_size = 8
+  c.checkpoint_every = 10
+  c.eval_every = 10
+  c.eval_steps = 2
+  c.log_every = 1
+  # Generator: Adam with the GAN moments of MelGAN / EnCodec, no decay.
+  c.optimizer.learning_rate = 3e-4
+  c.optimizer.schedule = "constant"
+  c.optimizer.warmup_steps = 0
+  c.optimizer.b1 = 0.5
+  c.optimizer.b2 = 0.9
+  c.optimizer.eps = 1e-8
+  c.optimizer.weight_decay = 0.0
+  c.optimizer.grad_clip_norm = 1000.0
+  # Discriminators: their own optimizer, same keys.
+  c.disc_optimizer = ml_collections.ConfigDict(c.optimizer.to_dict())
+  c.disc_optimizer.grad_clip_norm = 10.0
+  c.disc_warmup_steps = 0  # steps of reconstruction-only training before the GAN terms
+
+  if variant == "cpu":
+    # 8 x 25 frames = 200 vectors per batch for 256 codes: a low dead-code threshold.
+    c.model.update(channels=8, dim=64, num_quantizers=8, codebook_size=256,
+                   dead_code_threshold=0.1)
+    c.discriminator.update(wave_channels=8, wave_max_channels=128, wave_downsamples=3,
+                           stft_channels=8, stft_n_fft=512, stft_hop=128)
+    c.data.crop_seconds = 0.5
+    c.total_steps = 3000
+    c.batch_size = 8
+    c.checkpoint_every = 500
+    c.eval_every = 500
+    c.eval_steps = 4
+    c.log_every = 20
+    c.disc_warmup_steps = 500
+  elif variant == "paper":
+    # SoundStream (Zeghidour et al. 2021) with AudioLM's 16 kHz, 12 x 1024 setting. D is not
+    # given in the paper; 512 keeps the last encoder block's width (16 C).
+    c.model.update(channels=32, dim=512, num_quantizers=12, codebook_size=1024,
+                   dead_code_threshold=2.0)  # EnCodec's threshold, 6400 vectors per batch
+    c.discriminator.update(wave_channels=16, wave_max_channels=1024, wave_downsamples=4,
+                           stft_channels=32, stft_n_fft=1024, stft_hop=256)
+    c.data.crop_seconds = 1.0
+    c.total_steps = 1_000_000
+    c.batch_size = 128
+    c.checkpoint_every = 5000
+    c.eval_every = 5000
+    c.eval_steps = 20
+    c.log_every = 100
+    c.disc_warmup_steps = 0
+  return c
