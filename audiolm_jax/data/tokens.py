@@ -116,3 +116,74 @@ def has_token_cache(cache_dir: str) -> bool:
     return True
   except DataError:
     return False
+
+
+def tokenize_corpus(cache_dir: str, *, corpus: str, splits: tuple[str, ...], codec,
+                    semantic_tokenizer, data_dir: str | None = None,
+                    config_name: str | None = None, bucket_seconds: float = 1.0,
+                    batch_size: int = 16, max_examples: int | None = None,
+                    progress: bool = True) -> dict:
+  """Tokenizes corpus splits once and writes them as a token cache; returns a summary.
+
+  `codec.encode(wav [B, S]) -> codes [B, T50, Q]` and `semantic_tokenizer.tokenize(wav [B, S])
+  -> ids [B, T25]` (any objects with these methods). Clips are grouped by length into buckets
+  of `bucket_seconds` (padded with zeros to the bucket's end, so each bucket compiles once) and
+  trimmed back to their own frame counts: T25 = ceil(S / 640), T50 = 2 * T25, with the codec
+  fed the clip padded to a multiple of 640 samples. A record that cannot be read or gives
+  non-finite audio is skipped and counted.
+  """
+  import math
+  from tqdm import tqdm
+  from audiolm_jax.data import corpora
+  from audiolm_jax.data.audio import from_int16
+  from audiolm_jax.semantic.tokenizer import SAMPLES_PER_FRAME, num_frames
+
+  bucket = int(round(bucket_seconds * 16000 / SAMPLES_PER_FRAME)) * SAMPLES_PER_FRAME
+  if bucket <= 0:
+    raise DataError(f"bucket_seconds must give at least {SAMPLES_PER_FRAME} samples")
+  summary = {"corpus": corpus, "splits": {}, "skipped": 0}
+
+  def tokenize_split(split: str):
+    source = corpora.data_source(corpus, split, data_dir, config_name)
+    n = len(source) if max_examples is None else min(len(source), max_examples)
+    by_length: dict[int, list[tuple[int, np.ndarray, Mapping]]] = {}
+    skipped = 0
+    for i in range(n):
+      try:
+        record = source[i]
+        wav = from_int16(np.asarray(record["audio"]))
+      except Exception:  # An unreadable record: counted, never fatal.
+        skipped += 1
+        continue
+      if wav.size == 0 or not np.all(np.isfinite(wav)):
+        skipped += 1
+        continue
+      padded_len = math.ceil(wav.size / bucket) * bucket
+      by_length.setdefault(padded_len, []).append((i, wav, record))
+    out = {}
+    bar = tqdm(total=n - skipped, desc=f"tokenizing {corpus}/{split}", disable=not progress)
+    for padded_len, items in sorted(by_length.items()):
+      for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        wavs = np.zeros((batch_size, padded_len), np.float32)  # Fixed batch: one compile.
+        for row, (_, wav, _) in enumerate(chunk):
+          wavs[row, :wav.size] = wav
+        codes = np.asarray(codec.encode(wavs))
+        ids = np.asarray(semantic_tokenizer.tokenize(wavs))
+        for row, (i, wav, record) in enumerate(chunk):
+          t25 = num_frames(wav.size)
+          example = {"semantic": ids[row, :t25], "acoustic": codes[row, :2 * t25]}
+          for key in ("speaker_id", "sentence_id", "transcript"):
+            if key in record:
+              value = record[key]
+              example[key] = value.decode() if isinstance(value, bytes) else value
+          out[i] = example
+        bar.update(len(chunk))
+    bar.close()
+    summary["splits"][split] = len(out)
+    summary["skipped"] += skipped
+    return [out[i] for i in sorted(out)]
+
+  tokenized = {split: tokenize_split(split) for split in splits}
+  summary["path"] = write_token_cache(cache_dir, tokenized)
+  return summary

@@ -1,0 +1,1 @@
+"""Speed, scaling and memory benchmarks; `python -m benchmarks.run --help`."""
