@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "audiolm_jax.commands.demo",
     "audiolm_jax.commands.train",
     "audiolm_jax.commands.inspect",
+    "audiolm_jax.commands.tokenize",
 )
 
 

@@ -59,9 +59,9 @@ class AudioDataConfig:
     return n
 
 
-class _SafeSource:
-  """Wraps a random-access source: yields `(record index, record)`, and a record that fails to
-  read becomes `(index, None)`, not a crash."""
+class SafeSource:
+  """Wraps a random-access source (audio or tokens): yields `(record index, record)`, and a
+  record that fails to read becomes `(index, None)`, not a crash."""
 
   def __init__(self, source, name: str):
     self._source, self._name = source, name
@@ -123,7 +123,7 @@ def audio_dataset(data: AudioDataConfig, *, split: str, seed: int,
   Crop offsets depend on (seed, position in the stream) only.
   """
   source = corpora.data_source(data.corpus, split, data.data_dir, data.config_name)
-  ds = grain.MapDataset.source(_SafeSource(source, f"{data.corpus}/{split}"))
+  ds = grain.MapDataset.source(SafeSource(source, f"{data.corpus}/{split}"))
   if train:
     ds = ds.shuffle(seed=seed).repeat(None)
   return ds.random_map(Crop(data.crop_samples, random=train), seed=seed)

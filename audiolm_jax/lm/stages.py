@@ -13,21 +13,26 @@ ids (`Vocabulary`):
 
     stage 1, semantic: [semantic 0..K_s-1]                                   [PAD BOS SEP EOS]
     stage 2, coarse:   [semantic][acoustic level 1][level 2]...[level Q']    [PAD BOS SEP EOS]
+      acoustic only:             [acoustic level 1][level 2]...[level Q']    [PAD BOS SEP EOS]
     stage 3, fine:     [acoustic level 1][level 2] ... [level Q]             [PAD BOS SEP EOS]
 
 so acoustic level q (0-based) has ids `offset + q * K + code`, with `offset` = K_s in stage 2 and
-0 in stage 3, and no special id falls in any level's range.
+0 in stage 3 and in the acoustic-only stage 2, and no special id falls in any level's range.
 
 Sequences (N fixed per stage, so batches have static shapes):
 
     stage 1: BOS s_1 .. s_n [EOS] PAD ..           s deduplicated; EOS when the crop ends the audio
     stage 2: PAD .. BOS s_1 .. s_n SEP c(1,1) c(1,2) .. c(1,Q') c(2,1) .. c(T,Q') PAD ..
+      acoustic only:                BOS c(1,1) c(1,2) .. c(1,Q') c(2,1) .. c(T,Q') PAD ..
     stage 3: PAD .. BOS c(1,1) .. c(T,Q') SEP f(1,Q'+1) .. f(1,Q) f(2,Q'+1) .. f(T,Q) PAD ..
 
 Acoustic tokens are flattened frame by frame (row-major over [T, Q]). The conditioning part
 (before and at SEP) is right-aligned against SEP and left-padded, so the generated part starts at
 the same position in every row; the Transformer hides PAD tokens from attention (`pad_id`), which
 makes the padding invisible (the relative position bias only sees distances).
+
+The acoustic-only stage 2 (`CoarseStage(acoustic_only=True)`) is the paper's ablation without
+semantic tokens: coarse tokens conditioned on nothing but their own past.
 
 Training examples: `inputs = sequence`, `targets = sequence shifted left by one` (PAD at the end),
 `weights` 1 where the target is a token the stage learns (stage 1: semantic tokens and EOS;
@@ -318,6 +323,9 @@ class CoarseStage(_Stage):
     semantic_rate: semantic frames per second (paper: 25).
     acoustic_rate: acoustic frames per second (paper: 50).
     temperature: default sampling temperature (paper: 0.8).
+    acoustic_only: the paper's acoustic-only ablation: no semantic tokens, the sequence is
+      `BOS c(1,1) .. c(T,Q')` and the vocabulary has no semantic range (`semantic_codebook_size`
+      and `semantic_rate` are then unused).
   """
   semantic_codebook_size: int = 1024
   acoustic_codebook_size: int = 1024
@@ -326,12 +334,17 @@ class CoarseStage(_Stage):
   semantic_rate: int = 25
   acoustic_rate: int = 50
   temperature: float = 0.8
+  acoustic_only: bool = False
   eos_id = None  # The length is set by the semantic tokens: never stop early.
 
   @property
   def vocab(self) -> Vocabulary:
-    return Vocabulary((self.semantic_codebook_size,)
-                      + (self.acoustic_codebook_size,) * self.num_coarse)
+    semantic = () if self.acoustic_only else (self.semantic_codebook_size,)
+    return Vocabulary(semantic + (self.acoustic_codebook_size,) * self.num_coarse)
+
+  def _level(self, q: int) -> int:
+    """The vocabulary level of coarse level q (0-based): after the semantic level, if any."""
+    return q if self.acoustic_only else 1 + q
 
   @property
   def max_semantic_frames(self) -> int:
@@ -349,20 +362,27 @@ class CoarseStage(_Stage):
 
   @property
   def prefix_length(self) -> int:
-    """Positions of the conditioning part `PAD .. BOS s .. SEP`; coarse tokens start here."""
-    return self.max_semantic_frames + 2
+    """Positions of the conditioning part `PAD .. BOS s .. SEP` (or `BOS` when acoustic only);
+    coarse tokens start here."""
+    return 1 if self.acoustic_only else self.max_semantic_frames + 2
 
   @property
   def sequence_length(self) -> int:
     return self.prefix_length + self.max_frames * self.num_coarse
 
   def crop(self, rng: np.random.Generator, semantic_ids, acoustic_codes) -> Crop:
+    if self.acoustic_only:
+      return aligned_crop(rng, self.crop_seconds, acoustic_codes=acoustic_codes,
+                          acoustic_rate=self.acoustic_rate)
     return aligned_crop(rng, self.crop_seconds, semantic_ids=semantic_ids,
                         acoustic_codes=acoustic_codes, semantic_rate=self.semantic_rate,
                         acoustic_rate=self.acoustic_rate)
 
   def _prefix(self, semantic_ids) -> np.ndarray:
-    """`[prefix_length]`: `PAD .. BOS s_1 .. s_n SEP` with s deduplicated."""
+    """`[prefix_length]`: `PAD .. BOS s_1 .. s_n SEP` with s deduplicated (`BOS` when acoustic
+    only: the semantic ids are ignored)."""
+    if self.acoustic_only:
+      return np.array([self.vocab.bos_id], np.int32)
     ids = self.vocab.encode(remove_consecutive_duplicates(semantic_ids), 0)
     if len(ids) > self.max_semantic_frames:
       raise DataError(f"{len(ids)} semantic frames exceed the {self.max_semantic_frames} of a "
@@ -372,10 +392,12 @@ class CoarseStage(_Stage):
 
   def _coarse_ids(self, codes: np.ndarray) -> np.ndarray:
     """`[T, Q'] -> [T * Q']` ids, frame by frame, level q offset into its own range."""
-    return _flatten_frames(self.vocab.encode(codes, 1 + np.arange(self.num_coarse)))
+    levels = [self._level(q) for q in range(self.num_coarse)]
+    return _flatten_frames(self.vocab.encode(codes, levels))
 
   def make_example(self, semantic_ids, acoustic_codes, *, reaches_end: bool = False) -> Example:
-    """The training sequence of an aligned crop: semantic ids `[T_s]`, codes `[T, >= Q']`."""
+    """The training sequence of an aligned crop: semantic ids `[T_s]` (ignored, may be None, when
+    acoustic only), codes `[T, >= Q']`."""
     codes = _check_codes(acoustic_codes, "acoustic codes", self.num_coarse, self.max_frames)
     coarse = self._coarse_ids(codes)
     sequence = np.full(self.sequence_length, self.pad_id, np.int32)
@@ -386,10 +408,19 @@ class CoarseStage(_Stage):
     weights[self.prefix_length - 1:self.prefix_length - 1 + len(coarse)] = 1.0
     return Example(sequence, _shift_left(sequence, self.pad_id), weights)
 
-  def make_prompt(self, semantic_ids: Sequence[np.ndarray], acoustic_codes=None) -> np.ndarray:
+  def make_prompt(self, semantic_ids: Sequence[np.ndarray] | None,
+                  acoustic_codes=None) -> np.ndarray:
     """`[B, prefix_length + T_p * Q']` prompts from B (raw) semantic id sequences and optional
-    coarse prompt codes `[B, T_p, >= Q']` (the acoustic continuation of a prompt)."""
-    rows = np.stack([self._prefix(s) for s in semantic_ids])
+    coarse prompt codes `[B, T_p, >= Q']` (the acoustic continuation of a prompt).
+
+    When acoustic only, the semantic ids are ignored and may be None (B is then the length of
+    `acoustic_codes`).
+    """
+    if semantic_ids is None and (acoustic_codes is None or not self.acoustic_only):
+      raise ValueError("make_prompt needs semantic ids (or, when acoustic only, acoustic codes)")
+    batch = len(acoustic_codes) if semantic_ids is None else len(semantic_ids)
+    rows = np.stack([self._prefix(None if self.acoustic_only else semantic_ids[b])
+                     for b in range(batch)])
     if acoustic_codes is None:
       return rows
     coarse = np.stack([self._coarse_ids(_check_codes(c, "prompt codes", self.num_coarse,
@@ -400,14 +431,19 @@ class CoarseStage(_Stage):
   def coarse_codes(self, tokens, num_frames: int):
     """Codes `[B, T, Q']` of the first `num_frames` coarse frames of sampled `tokens [B, N]`."""
     flat = tokens[:, self.prefix_length:self.prefix_length + num_frames * self.num_coarse]
-    offsets = np.array([self.vocab.offset(1 + q) for q in range(self.num_coarse)], np.int32)
+    offsets = np.array([self.vocab.offset(self._level(q)) for q in range(self.num_coarse)],
+                       np.int32)
     return _unflatten_frames(flat, self.num_coarse) - offsets
 
   def _position_masks(self, length: int) -> np.ndarray:
-    masks = np.tile(self.vocab.mask(levels=[0], specials=["pad", "bos"]), (length, 1))
-    masks[self.prefix_length - 1] = self.vocab.mask(specials=["sep"])
+    if self.acoustic_only:
+      masks = np.zeros((length, self.vocab_size), bool)
+      masks[0] = self.vocab.mask(specials=["bos"])
+    else:
+      masks = np.tile(self.vocab.mask(levels=[0], specials=["pad", "bos"]), (length, 1))
+      masks[self.prefix_length - 1] = self.vocab.mask(specials=["sep"])
     for q in range(self.num_coarse):
-      masks[self.prefix_length + q::self.num_coarse] = self.vocab.mask(levels=[1 + q])
+      masks[self.prefix_length + q::self.num_coarse] = self.vocab.mask(levels=[self._level(q)])
     return masks
 
 

@@ -160,6 +160,11 @@ class Task(abc.ABC):
 # config.task name -> module that registers it on import. Add a line for a new task.
 TASK_MODULES: dict[str, str] = {
     "toy_lm": "audiolm_jax.train.toy_lm",
+    "codec": "audiolm_jax.codec.task",
+    "w2v_bert": "audiolm_jax.semantic.task",
+    "semantic_lm": "audiolm_jax.lm.tasks",
+    "coarse_lm": "audiolm_jax.lm.tasks",
+    "fine_lm": "audiolm_jax.lm.tasks",
 }
 
 _REGISTRY: dict[str, type[Task]] = {}

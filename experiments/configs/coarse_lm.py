@@ -3,11 +3,16 @@
 A decoder-only Transformer over [semantic tokens (deduplicated), SEP, SoundStream levels 1..Q'
 flattened frame by frame]; the loss covers the coarse tokens only (paper section 4.1).
 
-    audiolm-jax train --config experiments/configs/coarse_lm.py:cpu --workdir runs/coarse_lm
-    audiolm-jax train --config experiments/configs/coarse_lm.py:paper --config.batch_size=512
+    audiolm-jax train --config experiments/configs/coarse_lm.py:cpu --workdir runs/coarse_lm \
+        --config.data.tokens_dir=DIR
+    audiolm-jax train --config experiments/configs/coarse_lm.py:paper --workdir runs/coarse_lm \
+        --config.data.tokens_dir=DIR --config.batch_size=512
 
 Variants: `tiny` (tests, seconds), `cpu` (the demo: d=256, 4 layers, 4 heads), `paper` (12
 layers, 16 heads, d=1024, FFN 4096, dropout 0.1, 10 s crops, Q'=4 of 12 levels x 1024 codes).
+
+The paper's acoustic-only ablation (coarse tokens without semantic conditioning; the fine stage
+is unchanged) is any variant with `--config.stage.acoustic_only=true`.
 """
 
 import ml_collections
@@ -33,6 +38,7 @@ def get_config(arg=None):
   c.stage.semantic_rate = 25  # Semantic frames per second (paper: 25 Hz).
   c.stage.acoustic_rate = 50  # Acoustic frames per second (paper: 50 Hz).
   c.stage.temperature = 0.8  # Default sampling temperature (paper: 0.8).
+  c.stage.acoustic_only = False  # The paper's acoustic-only ablation: no semantic conditioning.
 
   # The Transformer (lm.transformer.TransformerConfig; the stage sets vocab_size, pad_id and
   # max_len, and config.compute_dtype sets its dtype).
@@ -48,7 +54,10 @@ def get_config(arg=None):
   c.model.scan_layers = True  # nn.scan over layers: one layer is compiled.
   c.model.remat_policy = "dots_no_batch"  # nn.remat: "none", "full", "dots", "dots_no_batch".
 
-  c.data.corpus = "speech"  # Built-in corpus (or a folder builder name) to tokenize and train on.
+  c.data.corpus = "speech"  # The corpus the token cache was made from (for the record).
+  c.data.tokens_dir = None  # Token cache (data/tokens.py), required: --config.data.tokens_dir=DIR
+  c.data.num_threads = 2  # Grain reader threads.
+  c.data.prefetch = 8  # Grain prefetch buffer, in batches.
   c.total_steps = 1_000_000  # Optimizer steps (the paper gives none; a long run).
   c.batch_size = 256  # Global batch, in sequences.
   c.compute_dtype = "bfloat16"  # Activations in bfloat16, float32 parameters.
@@ -75,6 +84,7 @@ def get_config(arg=None):
                    dropout_rate=0.0, scan_layers=False, remat_policy="none")
     c.total_steps, c.batch_size, c.compute_dtype = 4, 8, "float32"
     c.checkpoint_every, c.eval_every, c.log_every, c.eval_steps = 2, 2, 1, 1
+    c.data.update(num_threads=1, prefetch=2)
     c.mesh.update(data=-1, fsdp=1)
     c.optimizer.update(learning_rate=1e-3, warmup_steps=1)
   return c

@@ -19,6 +19,9 @@ import ml_collections
 from audiolm_jax.train.defaults import base_config
 
 VARIANTS = ("tiny", "cpu", "paper")
+# The STFT discriminator's six residual blocks in SoundStream (tiny keeps three).
+SOUNDSTREAM_STFT_MULTS = (2, 4, 4, 8, 8, 16)
+SOUNDSTREAM_STFT_STRIDES = (1, 2, 1, 2, 1, 2)
 
 
 def get_config(arg=None):
@@ -50,13 +53,13 @@ def get_config(arg=None):
       dtype="float32",              # conv compute dtype ("bfloat16" on accelerators)
   )
   c.discriminator = dict(
-      wave_scales=3,                # waveform discriminators at 1x, 2x, 4x downsampling
+      wave_scales=1,                # waveform discriminators at 1x, 2x, 4x ... downsampling
       wave_channels=4,              # channels of their first conv (MelGAN: 16)
       wave_max_channels=64,         # channel cap (MelGAN: 1024)
       wave_downsamples=2,           # strided grouped convs each (MelGAN: 4)
       stft_channels=4,              # C of the STFT discriminator (SoundStream: 32)
-      stft_channel_mults=(2, 4, 4, 8, 8, 16),  # residual block widths in units of C
-      stft_time_strides=(1, 2, 1, 2, 1, 2),    # time stride per block (frequency: always 2)
+      stft_channel_mults=(2, 4, 8),  # residual block widths in units of C
+      stft_time_strides=(2, 2, 2),   # time stride per block (frequency: always 2)
       stft_n_fft=256,               # STFT window (SoundStream: 1024)
       stft_hop=64,                  # STFT hop (SoundStream: 256)
   )
@@ -71,9 +74,17 @@ def get_config(arg=None):
       commitment_weight=1.0,        # w_commit (RVQ commitment loss)
   )
 
-  c.data.corpus = "synthetic_speech"  # built-in corpus (or audio_folder with data.data_dir)
+  # Data (data.pipeline.AudioDataConfig): random crops, fixed shapes, unreadable records
+  # arrive as rows with valid=False and get zero weight.
+  c.data.corpus = "synthetic_speech"  # built-in corpus, or audio_folder (a build of your own)
+  c.data.split = "train"              # split trained on
+  c.data.eval_split = "validation"    # split of the periodic evaluation
+  c.data.data_dir = None              # where corpora live (None: $AUDIOLM_DATA_DIR or ./data)
+  c.data.config_name = "tiny"         # which build of the corpus (None: "default" or the only one)
   c.data.crop_seconds = 0.2           # random crop per example (a multiple of 20 ms)
   c.data.sample_rate = 16000          # Hz (= model.sample_rate)
+  c.data.num_threads = 1              # grain reader threads per process
+  c.data.prefetch = 8                 # grain prefetch buffer, in examples
 
   c.total_steps = 20
   c.batch_size = 8
@@ -90,18 +101,21 @@ def get_config(arg=None):
   c.optimizer.eps = 1e-8
   c.optimizer.weight_decay = 0.0
   c.optimizer.grad_clip_norm = 1000.0
-  # Discriminators: their own optimizer, same keys.
+  # Discriminators: their own optimizer, same keys (one step on the whole batch per train
+  # step, after the warm-up: grad_accum_steps stays 1 and ema_decay 0).
   c.disc_optimizer = ml_collections.ConfigDict(c.optimizer.to_dict())
   c.disc_optimizer.grad_clip_norm = 10.0
-  c.disc_warmup_steps = 0  # steps of reconstruction-only training before the GAN terms
+  c.disc_warmup_steps = 0  # updates of reconstruction-only training, discriminators frozen
 
   if variant == "cpu":
     # 8 x 25 frames = 200 vectors per batch for 256 codes: a low dead-code threshold.
     c.model.update(channels=8, dim=64, num_quantizers=8, codebook_size=256,
                    dead_code_threshold=0.1)
-    c.discriminator.update(wave_channels=8, wave_max_channels=128, wave_downsamples=3,
-                           stft_channels=8, stft_n_fft=512, stft_hop=128)
-    c.data.crop_seconds = 0.5
+    c.discriminator.update(wave_scales=3, wave_channels=8, wave_max_channels=128,
+                           wave_downsamples=3, stft_channels=8, stft_n_fft=512, stft_hop=128,
+                           stft_channel_mults=SOUNDSTREAM_STFT_MULTS,
+                           stft_time_strides=SOUNDSTREAM_STFT_STRIDES)
+    c.data.update(config_name=None, crop_seconds=0.5, num_threads=2, prefetch=32)
     c.total_steps = 3000
     c.batch_size = 8
     c.checkpoint_every = 500
@@ -114,9 +128,11 @@ def get_config(arg=None):
     # given in the paper; 512 keeps the last encoder block's width (16 C).
     c.model.update(channels=32, dim=512, num_quantizers=12, codebook_size=1024,
                    dead_code_threshold=2.0)  # EnCodec's threshold, 6400 vectors per batch
-    c.discriminator.update(wave_channels=16, wave_max_channels=1024, wave_downsamples=4,
-                           stft_channels=32, stft_n_fft=1024, stft_hop=256)
-    c.data.crop_seconds = 1.0
+    c.discriminator.update(wave_scales=3, wave_channels=16, wave_max_channels=1024,
+                           wave_downsamples=4, stft_channels=32, stft_n_fft=1024, stft_hop=256,
+                           stft_channel_mults=SOUNDSTREAM_STFT_MULTS,
+                           stft_time_strides=SOUNDSTREAM_STFT_STRIDES)
+    c.data.update(config_name=None, crop_seconds=1.0, num_threads=8, prefetch=256)
     c.total_steps = 1_000_000
     c.batch_size = 128
     c.checkpoint_every = 5000

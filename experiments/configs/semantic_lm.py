@@ -2,8 +2,10 @@
 
 A decoder-only Transformer over deduplicated w2v-BERT k-means tokens (paper section 4.1).
 
-    audiolm-jax train --config experiments/configs/semantic_lm.py:cpu --workdir runs/semantic_lm
-    audiolm-jax train --config experiments/configs/semantic_lm.py:paper --config.batch_size=512
+    audiolm-jax train --config experiments/configs/semantic_lm.py:cpu --workdir runs/semantic_lm \
+        --config.data.tokens_dir=DIR
+    audiolm-jax train --config experiments/configs/semantic_lm.py:paper --workdir runs/semantic_lm \
+        --config.data.tokens_dir=DIR --config.batch_size=512
 
 Variants: `tiny` (tests, seconds), `cpu` (the demo: d=256, 4 layers, 4 heads), `paper` (12
 layers, 16 heads, d=1024, FFN 4096, dropout 0.1, 30 s crops, K=1024 semantic tokens).
@@ -44,7 +46,10 @@ def get_config(arg=None):
   c.model.scan_layers = True  # nn.scan over layers: one layer is compiled.
   c.model.remat_policy = "dots_no_batch"  # nn.remat: "none", "full", "dots", "dots_no_batch".
 
-  c.data.corpus = "speech"  # Built-in corpus (or a folder builder name) to tokenize and train on.
+  c.data.corpus = "speech"  # The corpus the token cache was made from (for the record).
+  c.data.tokens_dir = None  # Token cache (data/tokens.py), required: --config.data.tokens_dir=DIR
+  c.data.num_threads = 2  # Grain reader threads.
+  c.data.prefetch = 8  # Grain prefetch buffer, in batches.
   c.total_steps = 1_000_000  # Optimizer steps (the paper gives none; a long run).
   c.batch_size = 256  # Global batch, in sequences.
   c.compute_dtype = "bfloat16"  # Activations in bfloat16, float32 parameters.
@@ -70,6 +75,7 @@ def get_config(arg=None):
                    dropout_rate=0.0, scan_layers=False, remat_policy="none")
     c.total_steps, c.batch_size, c.compute_dtype = 4, 8, "float32"
     c.checkpoint_every, c.eval_every, c.log_every, c.eval_steps = 2, 2, 1, 1
+    c.data.update(num_threads=1, prefetch=2)
     c.mesh.update(data=-1, fsdp=1)
     c.optimizer.update(learning_rate=1e-3, warmup_steps=1)
   return c

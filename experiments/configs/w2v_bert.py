@@ -72,8 +72,16 @@ def get_config(arg=None):
   c.tokenizer.stats_batches = 1000  # Batches for the normalisation statistics.
   c.tokenizer.reassign_ratio = 0.01  # Centroids below this share of the largest count move.
 
-  c.data.corpus = "speech"  # Built-in corpus (or a folder builder name) to train on.
-  c.data.crop_seconds = 15.0  # Random training crop per utterance.
+  # Data (data.pipeline.AudioDataConfig): random crops of speech, fixed shapes.
+  c.data.corpus = "synthetic_speech"  # Built-in corpus, or audio_folder (a build of your own).
+  c.data.split = "train"  # Split trained on (and the tokenizer's statistics and k-means).
+  c.data.eval_split = "validation"  # Split of the periodic evaluation.
+  c.data.data_dir = None  # Where corpora live (None: $AUDIOLM_DATA_DIR or ./data).
+  c.data.config_name = None  # Which build of the corpus (None: "default", or the only one).
+  c.data.crop_seconds = 15.0  # Random training crop per utterance (shorter ones are padded).
+  c.data.sample_rate = 16000  # Hz (= model.sample_rate).
+  c.data.num_threads = 4  # Grain reader threads per process.
+  c.data.prefetch = 64  # Grain prefetch buffer, in examples.
   c.total_steps = 400_000  # Optimizer steps.
   c.batch_size = 512  # Global batch, in crops.
   c.compute_dtype = "bfloat16"  # Activations in bfloat16, float32 parameters.
@@ -94,7 +102,7 @@ def get_config(arg=None):
     c.loss.update(num_negatives=50)
     c.tokenizer.update(layer=1, num_clusters=256, kmeans_steps=500, batch_size=16,
                        init_frames=20_000, stats_batches=100)
-    c.data.crop_seconds = 4.0
+    c.data.update(crop_seconds=4.0, num_threads=2)
     c.total_steps, c.batch_size, c.compute_dtype = 3000, 16, "float32"
     c.checkpoint_every, c.eval_every, c.log_every = 500, 250, 20
     c.mesh.update(data=-1, fsdp=1)
@@ -107,8 +115,8 @@ def get_config(arg=None):
     c.loss.update(mask_prob=0.2, mask_length=2, num_negatives=4)
     c.tokenizer.update(layer=1, num_clusters=8, kmeans_steps=4, batch_size=4, init_frames=64,
                        stats_batches=2)
-    c.data.crop_seconds = 0.64
-    c.total_steps, c.batch_size, c.compute_dtype = 4, 4, "float32"
+    c.data.update(config_name="tiny", crop_seconds=0.64, num_threads=1, prefetch=8)
+    c.total_steps, c.batch_size, c.compute_dtype = 4, 8, "float32"
     c.checkpoint_every, c.eval_every, c.log_every, c.eval_steps = 2, 2, 1, 1
     c.mesh.update(data=-1, fsdp=1)
     c.optimizer.update(learning_rate=3e-3, warmup_steps=1, grad_clip_norm=1.0)

@@ -14,6 +14,8 @@ COARSE = CoarseStage(semantic_codebook_size=8, acoustic_codebook_size=5, num_coa
                      crop_seconds=0.4)  # 10 semantic, 20 acoustic frames
 FINE = FineStage(acoustic_codebook_size=5, num_quantizers=5, num_coarse=2,
                  chunk_seconds=0.2)  # 10 frames
+ACOUSTIC_ONLY = CoarseStage(semantic_codebook_size=8, acoustic_codebook_size=5, num_coarse=3,
+                            crop_seconds=0.4, acoustic_only=True)  # 20 frames
 
 
 def test_remove_consecutive_duplicates():
@@ -123,7 +125,8 @@ def test_prompts_match_the_training_layout():
   np.testing.assert_array_equal(semantic_prompt, [[8, 8, 9, 1, 2], [9, 3, 4, 5, 6]])  # PAD=8, BOS=9
 
 
-@pytest.mark.parametrize("stage", [SEMANTIC, COARSE, FINE], ids=lambda s: type(s).__name__)
+@pytest.mark.parametrize("stage", [SEMANTIC, COARSE, FINE, ACOUSTIC_ONLY],
+                         ids=["semantic", "coarse", "fine", "acoustic_only"])
 def test_logit_masks_allow_exactly_the_level_of_each_position(stage):
   rng = np.random.default_rng(1)
   codes = rng.integers(0, 5, (stage.max_frames, 12))
@@ -204,3 +207,37 @@ def test_layout_errors():
     FineStage(num_coarse=12)
   with pytest.raises(ConfigError):
     _ = CoarseStage(crop_seconds=0.5).max_semantic_frames  # 12.5 semantic frames
+
+
+def test_acoustic_only_coarse_layout():
+  """The acoustic-only ablation: `BOS c(1,1) .. c(T,Q')`, no semantic ids, no semantic range."""
+  stage = ACOUSTIC_ONLY
+  assert stage.vocab.level_sizes == (5, 5, 5) and stage.vocab_size == 15 + 4
+  assert stage.prefix_length == 1 and stage.sequence_length == 1 + 20 * 3
+  rng = np.random.default_rng(3)
+  codes = rng.integers(0, 5, (12, 4))
+  example = stage.make_example(None, codes)
+  flat = [q * 5 + codes[t, q] for t in range(12) for q in range(3)]
+  np.testing.assert_array_equal(example.inputs[:37], [stage.vocab.bos_id] + flat)
+  assert (example.inputs[37:] == stage.pad_id).all()
+  np.testing.assert_array_equal(example.targets[example.weights > 0], flat)  # BOS predicts c(1,1).
+  np.testing.assert_array_equal(stage.coarse_codes(example.inputs[None], 12)[0], codes[:, :3])
+  # Semantic ids change nothing; prompts match the training layout, with or without ids.
+  np.testing.assert_array_equal(stage.make_example(rng.integers(0, 8, 6), codes).inputs,
+                                example.inputs)
+  prompt = stage.make_prompt(None, codes[None, :4])
+  np.testing.assert_array_equal(prompt[0], example.inputs[:1 + 4 * 3])
+  np.testing.assert_array_equal(stage.make_prompt([[1, 2]], codes[None, :4]), prompt)
+  np.testing.assert_array_equal(stage.make_prompt([[1], [2]]), [[stage.vocab.bos_id]] * 2)
+  with pytest.raises(ValueError, match="semantic ids"):
+    COARSE.make_prompt(None, codes[None, :4])
+  # Crops are on the acoustic grid alone.
+  crop = stage.crop(np.random.default_rng(0), None, rng.integers(0, 5, (45, 4)))
+  assert crop.semantic_ids is None and crop.acoustic_codes.shape == (20, 4)
+
+
+def test_acoustic_only_from_config():
+  config = load_config("coarse_lm:tiny", [("stage.acoustic_only", "true")])
+  stage = stages.stage_from_config(config)
+  assert stage.acoustic_only and stage.prefix_length == 1
+  assert stages.transformer_config(config).vocab_size == 2 * 32 + 4

@@ -1,0 +1,494 @@
+"""The `codec` task: SoundStream and its discriminators in the shared trainer; trained codecs.
+
+    audiolm-jax train --config experiments/configs/codec.py:cpu --workdir runs/codec
+    codec = load_codec("runs/codec")            # latest checkpoint -> soundstream.Codec
+    codes = tokenize_for_lm(codec, wav)         # [B, 2 * num_frames(S), Q], 2:1 with semantic
+
+Train state (`train/state.py`) of this task:
+
+    params                   the generator: SEANet encoder and decoder (config.optimizer)
+    extra["vq_stats"]        codebooks and their EMA statistics (quantization/rvq.py)
+    extra["discriminator"]   the wave and STFT discriminators (codec/discriminators.py)
+    extra["disc_opt_state"]  their optax state (config.disc_optimizer)
+    extra["updates"]         int32, parameter updates applied so far
+
+One train step (the trainer runs 1-2 in `loss`, then its optimizer, then 3 in `update_extra`):
+
+  1. the codec in training mode: quantizer dropout, codebook EMA, k-means initialisation on
+     the first batch, dead-code restarts (the new `vq_stats` leave through `LossOutput.extra`);
+  2. the generator loss w_rec L_rec + w_commit L_commit (+ w_adv L_adv + w_feat L_feat after
+     the warm-up, against the current discriminators), see `codec/losses.py`;
+  3. with the updated generator, a codec pass (quantizer dropout; its codebook updates are
+     dropped) gives reconstructions, and the discriminators take one hinge-loss step on
+     (real, stop_gradient(reconstruction)).
+
+Warm-up: neither `loss` nor `update_extra` is given the step, so the task counts applied
+updates in `extra["updates"]` (`update_extra` adds one; a step the trainer skips as non-finite
+discards the whole new extra state, so this is the count the learning-rate schedule uses, and
+`--init_from` carries it over). While `updates < config.disc_warmup_steps` the generator
+trains on reconstruction and commitment only and the discriminators are frozen; a `lax.cond`
+skips every discriminator pass then, so the warm-up costs no discriminator compute.
+
+Valid rows: a record the pipeline could not read arrives as an all-zero row with
+`valid = False`. Every loss term is computed per row (`_per_row`) and averaged over valid rows
+only, and `LossOutput.weight` is the number of valid rows. Two batch-level quantities still see
+such rows (the RVQ takes no row mask): the commitment loss and the codebook statistics; an
+all-zero row adds one constant vector per level, which neither poisons nor moves them much.
+Samples after the end of a short clip are silence the codec must reproduce as well, so the
+sample mask is not used.
+
+The discriminators compute in float32 whatever `config.compute_dtype` says; the generator's
+conv dtype is `model.dtype`.
+
+Shape letters: B batch (this process's rows; global in `batch_spec`), S samples, T frames,
+Q quantizer levels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from etils import epath
+
+from audiolm_jax.codec import losses
+from audiolm_jax.codec.discriminators import CodecDiscriminator, DiscriminatorConfig
+from audiolm_jax.codec.soundstream import Codec, CodecConfig, SoundStream
+from audiolm_jax.data.pipeline import AudioDataConfig, make_audio_iterator
+from audiolm_jax.errors import CheckpointError, ConfigError, DataError
+from audiolm_jax.quantization.rvq import RNG_STREAM, VQ_STATS
+from audiolm_jax.semantic import tokenizer as semantic_tokenizer
+from audiolm_jax.train import checkpoint as ckpt_lib
+from audiolm_jax.train import optim
+from audiolm_jax.train.task import LossOutput, Task, register
+
+log = logging.getLogger(__name__)
+
+Array = jax.Array
+
+# The batch entries the step uses (the pipeline also yields the sample mask and ids).
+BATCH_KEYS = ("audio", "valid")
+# Codes files: the arrays every one holds, and the code of frames after a clip's end.
+CODES_FILE_KEYS = ("codes", "num_frames", "num_samples", "paths", "codebook_size",
+                   "sample_rate", "frame_rate")
+PAD_CODE = -1
+
+
+class _SelectKeys:
+  """A data iterator yielding only `keys` of each batch, with the wrapped one's state."""
+
+  def __init__(self, iterator, keys: tuple[str, ...]):
+    self._iterator, self._keys = iterator, keys
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, Any]:
+    batch = next(self._iterator)
+    return {k: batch[k] for k in self._keys}
+
+  def get_state(self) -> dict[str, Any]:
+    return self._iterator.get_state()
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._iterator.set_state(state)
+
+
+def _per_row(fn: Callable[..., Array], *trees) -> Array:
+  """`fn` (a batch-mean loss) of every row alone: [B] values.
+
+  Each row reaches `fn` as a batch of one, so the loss functions of `codec/losses.py` are
+  reused unchanged; `vmap` keeps it one batched computation.
+  """
+  return jax.vmap(lambda *rows: fn(*jax.tree.map(lambda x: x[None], rows)))(*trees)
+
+
+def _valid_mean(values: Array, valid: Array) -> Array:
+  """Mean of values [B] over the rows where valid [B] is True (0 if there are none)."""
+  total = jnp.sum(jnp.where(valid, values, 0.0))
+  return total / jnp.maximum(jnp.sum(valid.astype(jnp.float32)), 1.0)
+
+
+def _check_disc_optimizer(opt: ml_collections.ConfigDict) -> None:
+  if opt.grad_accum_steps != 1 or opt.ema_decay != 0.0:
+    raise ConfigError("disc_optimizer: the discriminators take one step on the whole batch and "
+                      "keep no EMA; leave grad_accum_steps=1 and ema_decay=0")
+
+
+@register("codec")
+class CodecTask(Task):
+  """SoundStream trained adversarially; see the module docstring."""
+
+  throughput_unit = "audio_seconds"
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    self.model_cfg = CodecConfig.from_dict(config.model)
+    self.disc_cfg = DiscriminatorConfig.from_dict(config.discriminator)
+    self.loss_cfg = losses.CodecLossConfig.from_dict(config.loss)
+    self.data_cfg = AudioDataConfig.from_config(config.data)
+    rates = {"model": self.model_cfg.sample_rate, "loss": self.loss_cfg.sample_rate,
+             "data": self.data_cfg.sample_rate}
+    if len(set(rates.values())) != 1:
+      raise ConfigError("codec: model.sample_rate, loss.sample_rate and data.sample_rate must "
+                        f"agree, got {rates}")
+    self.crop_samples = self.data_cfg.crop_samples
+    if config.disc_warmup_steps < 0:
+      raise ConfigError(f"disc_warmup_steps must be >= 0, got {config.disc_warmup_steps}")
+    self.disc_warmup_steps = int(config.disc_warmup_steps)
+    _check_disc_optimizer(config.disc_optimizer)
+    disc_steps = max(config.total_steps - self.disc_warmup_steps, 1)
+    self.disc_tx, _ = optim.make_optimizer(config.disc_optimizer, disc_steps)
+    self.model = SoundStream(self.model_cfg)
+    self.discriminator = CodecDiscriminator(self.disc_cfg)
+
+  # ------------------------------------------------------------------------------ data
+
+  def make_iterator(self, split, process_index, process_count):
+    if self.config.batch_size % process_count:
+      raise ConfigError(f"batch_size={self.config.batch_size} is not divisible by "
+                        f"{process_count} processes")
+    iterator = make_audio_iterator(
+        self.data_cfg, batch_size=self.config.batch_size // process_count,
+        seed=self.config.seed, split=split, process_index=process_index,
+        process_count=process_count, train=split == self.data_cfg.split)
+    return _SelectKeys(iterator, BATCH_KEYS)
+
+  def batch_spec(self, batch_size):
+    return {"audio": jax.ShapeDtypeStruct((batch_size, self.crop_samples), jnp.float32),
+            "valid": jax.ShapeDtypeStruct((batch_size,), jnp.bool_)}
+
+  def units_per_example(self, batch_spec: Mapping[str, Any]) -> float:
+    return batch_spec["audio"].shape[1] / self.data_cfg.sample_rate
+
+  # ------------------------------------------------------------------------------ state
+
+  def init(self, rng):
+    codec_rng, disc_rng = jax.random.split(rng)
+    # Parameters do not depend on the clip length: one frame (and a short clip) keep init cheap.
+    variables = self.model.init({"params": codec_rng},
+                                jnp.zeros((1, self.model_cfg.hop_length), jnp.float32))
+    disc_params = self.discriminator.init(
+        disc_rng, jnp.zeros((1, self.crop_samples), jnp.float32))["params"]
+    extra = {VQ_STATS: variables[VQ_STATS], "discriminator": disc_params,
+             "disc_opt_state": self.disc_tx.init(disc_params),
+             "updates": jnp.zeros((), jnp.int32)}
+    return variables["params"], extra
+
+  # ------------------------------------------------------------------------------ losses
+
+  def _warm(self, extra) -> Array:
+    """True once the discriminators are on (after `disc_warmup_steps` updates)."""
+    return extra["updates"] >= self.disc_warmup_steps
+
+  def _codec_pass(self, params, vq_stats, wav, rng, train: bool):
+    """`(CodecOutput, vq_stats)`: training mode updates the codebooks (and drops levels)."""
+    variables = {"params": params, VQ_STATS: vq_stats}
+    if not train:
+      return self.model.apply(variables, wav), vq_stats
+    output, mutated = self.model.apply(variables, wav, train=True, rngs={RNG_STREAM: rng},
+                                       mutable=[VQ_STATS])
+    return output, mutated[VQ_STATS]
+
+  def _discriminate(self, disc_params, real_wav, fake_wav):
+    """`(real, fake)` discriminator outputs from one pass over the stacked batch [2B, S]."""
+    out = self.discriminator.apply({"params": disc_params},
+                                   jnp.concatenate([real_wav, fake_wav], axis=0))
+    b = real_wav.shape[0]
+    return (jax.tree.map(lambda x: x[:b], out), jax.tree.map(lambda x: x[b:], out))
+
+  def loss(self, params, extra, batch, rng, *, train):
+    valid = batch["valid"].astype(bool)                                            # [B]
+    wav = jnp.where(valid[:, None], batch["audio"].astype(jnp.float32), 0.0)       # [B, S]
+    output, vq_stats = self._codec_pass(params, extra[VQ_STATS], wav, rng, train)
+    reconstruction = output.audio.astype(jnp.float32)                              # [B, S]
+    cfg = self.loss_cfg
+
+    def adversarial_terms(reconstruction):
+      real, fake = self._discriminate(extra["discriminator"], wav, reconstruction)
+      return (_valid_mean(_per_row(losses.hinge_generator_loss, fake), valid),
+              _valid_mean(_per_row(losses.feature_matching_loss, real, fake), valid))
+
+    def warm_up(reconstruction):
+      del reconstruction
+      return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
+
+    adversarial, feature = jax.lax.cond(self._warm(extra), adversarial_terms, warm_up,
+                                        reconstruction)
+    mel = _valid_mean(_per_row(
+        lambda x, y: losses.multiscale_mel_loss(x, y, cfg), wav, reconstruction), valid)
+    commitment = output.quantizer.commitment_loss
+    loss = (cfg.reconstruction_weight * mel + cfg.commitment_weight * commitment
+            + cfg.adversarial_weight * adversarial + cfg.feature_weight * feature)
+    metrics = {"loss/reconstruction": mel, "loss/commitment": commitment,
+               "loss/adversarial": adversarial, "loss/feature_matching": feature,
+               **losses.codebook_metrics(output.quantizer)}
+    new_extra = {**extra, VQ_STATS: vq_stats} if train else None
+    return LossOutput(loss=loss.astype(jnp.float32), weight=jnp.sum(valid.astype(jnp.float32)),
+                      metrics=metrics, extra=new_extra)
+
+  def update_extra(self, params, extra, batch, rng):
+    valid = batch["valid"].astype(bool)
+    wav = jnp.where(valid[:, None], batch["audio"].astype(jnp.float32), 0.0)
+
+    def discriminator_step(extra):
+      output, _ = self._codec_pass(params, extra[VQ_STATS], wav, rng, train=True)
+      reconstruction = jax.lax.stop_gradient(output.audio.astype(jnp.float32))
+
+      def loss_fn(disc_params):
+        real, fake = self._discriminate(disc_params, wav, reconstruction)
+        loss = _valid_mean(_per_row(losses.hinge_discriminator_loss, real, fake), valid)
+        mean_logit = lambda out: _valid_mean(  # noqa: E731
+            jnp.mean(jnp.stack([y.mean(axis=(1, 2)) for y in out.logits]), axis=0), valid)
+        return loss, (mean_logit(real), mean_logit(fake))
+
+      (loss, (real_logit, fake_logit)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          extra["discriminator"])
+      updates, opt_state = self.disc_tx.update(grads, extra["disc_opt_state"],
+                                               extra["discriminator"])
+      disc_params = optax.apply_updates(extra["discriminator"], updates)
+      metrics = {"loss/discriminator": loss, "discriminator/real_logit": real_logit,
+                 "discriminator/fake_logit": fake_logit,
+                 "discriminator/grad_norm": optax.tree.norm(grads)}
+      return disc_params, opt_state, metrics
+
+    def frozen(extra):
+      zero = jnp.zeros((), jnp.float32)
+      metrics = {"loss/discriminator": zero, "discriminator/real_logit": zero,
+                 "discriminator/fake_logit": zero, "discriminator/grad_norm": zero}
+      return extra["discriminator"], extra["disc_opt_state"], metrics
+
+    warm = self._warm(extra)
+    disc_params, opt_state, metrics = jax.lax.cond(warm, discriminator_step, frozen, extra)
+    metrics["discriminator/active"] = warm.astype(jnp.float32)
+    return {**extra, "discriminator": disc_params, "disc_opt_state": opt_state,
+            "updates": extra["updates"] + 1}, metrics
+
+
+# --------------------------------------------------------------------------- trained codecs
+
+
+def load_codec(path: str, dtype: str = "float32") -> Codec:
+  """The codec of the latest checkpoint of a workdir (or its `checkpoints/`, or a step dir).
+
+  Reads the generator (its EMA if the run kept one) and the codebooks as numpy arrays on the
+  host; the discriminators and optimizer states are not read, and no mesh is needed.
+
+  Args:
+    path: a `codec` training workdir, its `checkpoints/` directory or one step directory.
+    dtype: the conv computation dtype of the returned codec ("float32" or "bfloat16").
+
+  Raises:
+    CheckpointError: no checkpoint, an unreadable one, one of another task, or one that does
+      not fit the model config saved with it.
+  """
+  step_dir = ckpt_lib.find_step_dir(path)
+  saved = ckpt_lib.read_config(step_dir)
+  if saved is None:
+    raise CheckpointError(f"{step_dir}: no config saved with the checkpoint")
+  if saved.get("task") != "codec":
+    raise CheckpointError(f"{step_dir}: a {saved.get('task')!r} checkpoint, not a codec")
+  try:
+    config = dataclasses.replace(CodecConfig.from_dict(saved["model"]), dtype=dtype)
+  except (ConfigError, KeyError) as e:
+    raise CheckpointError(f"{step_dir}: its model config is invalid: {e}") from e
+  expected = nn.unbox(jax.eval_shape(SoundStream(config).init, jax.random.key(0),
+                                     jnp.zeros((1, config.hop_length), jnp.float32)))
+  variables, field = _read_codec_variables(step_dir, expected)
+  if not bool(variables[VQ_STATS]["quantizer"]["initialized"]):
+    raise CheckpointError(f"{step_dir}: the codebooks were never trained (no training step "
+                          "ran before this checkpoint)")
+  log.info("codec: %s + %s of step %s from %s", field, VQ_STATS, os.path.basename(step_dir),
+           step_dir)
+  return Codec(config=config, variables=variables)
+
+
+
+def _read_codec_variables(step_dir: str, expected: Mapping[str, Any]) -> tuple[dict, str]:
+  """`({"params", "vq_stats"}, field read)` as numpy arrays, checked against `expected`.
+
+  Reads only the generator (`ema_params` when saved, else `params`) and `extra/vq_stats`.
+  """
+  try:
+    saved = ocp.StandardCheckpointHandler().metadata(
+        epath.Path(step_dir) / ckpt_lib.STATE).tree
+  except Exception as e:
+    raise CheckpointError(f"{step_dir}: unreadable checkpoint ({type(e).__name__}: {e})") from e
+  field = "ema_params" if jax.tree.leaves(saved.get("ema_params")) else "params"
+  found = {"params": saved.get(field), VQ_STATS: (saved.get("extra") or {}).get(VQ_STATS)}
+  got, want = ckpt_lib.tree_paths(found), ckpt_lib.tree_paths(expected)
+  bad = sorted(k for k in got.keys() | want.keys()
+               if k not in got or k not in want or tuple(got[k].shape) != tuple(want[k].shape))
+  if bad:
+    raise CheckpointError(f"{step_dir}: the saved {field} and extra/{VQ_STATS} do not fit the "
+                          f"model config saved with them ({', '.join(bad[:4])}"
+                          f"{' ...' if len(bad) > 4 else ''})")
+  target = {field: expected["params"], "extra": {VQ_STATS: expected[VQ_STATS]}}
+  try:
+    arrays = ocp.PyTreeCheckpointer().restore(
+        os.path.join(step_dir, ckpt_lib.STATE),
+        args=ocp.args.PyTreeRestore(
+            item=target, partial_restore=True,
+            restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                                      target)))
+  except Exception as e:
+    raise CheckpointError(f"{step_dir}: unreadable checkpoint ({type(e).__name__}: {e})") from e
+  return {"params": arrays[field], VQ_STATS: arrays["extra"][VQ_STATS]}, field
+
+def acoustic_frames_per_semantic_frame(config: CodecConfig) -> int:
+  """Codec frames per 25 Hz semantic frame (2 for the 50 Hz codec at 16 kHz).
+
+  Raises:
+    ConfigError: the codec's frames do not tile the semantic frames of `semantic/tokenizer`.
+  """
+  spf = semantic_tokenizer.SAMPLES_PER_FRAME
+  if config.sample_rate != semantic_tokenizer.SAMPLE_RATE or spf % config.hop_length:
+    raise ConfigError(
+        f"a codec at {config.sample_rate} Hz with a {config.hop_length}-sample hop does not "
+        f"align with the semantic tokens ({spf} samples at {semantic_tokenizer.SAMPLE_RATE} "
+        "Hz); the stage LMs need a whole number of codec frames per semantic frame")
+  return spf // config.hop_length
+
+
+def tokenize_for_lm(codec: Codec, wav: Array | np.ndarray, n_q: int | None = None) -> Array:
+  """Acoustic tokens aligned with the semantic tokens: wav [B, S] -> codes [B, T, n_q].
+
+  The one acoustic tokenize path of the LM pipeline. The clip is zero-padded by the frame rule
+  of `semantic.tokenizer` (`pad_to_frames`: to `num_frames(S)` frames of 640 samples), so
+  `T = 2 * num_frames(S)` for every S with the 50 Hz codec: semantic frame t covers acoustic
+  frames 2t and 2t + 1. More zero padding after a clip changes none of its codes (the encoder
+  is causal), which is what lets `semantic.task.tokenize_waveforms` batch clips of any length.
+
+  Args:
+    codec: a trained codec (see `load_codec`).
+    wav: [B, S] float waveforms at the codec's sample rate.
+    n_q: leading levels to keep (all by default).
+
+  Returns:
+    int32 codes [B, T, n_q].
+  """
+  acoustic_frames_per_semantic_frame(codec.config)  # The codec must fit the frame rule.
+  if n_q is not None and not 1 <= n_q <= codec.num_quantizers:
+    raise ConfigError(f"n_q={n_q}: this codec has 1 to {codec.num_quantizers} levels")
+  wav = jnp.asarray(wav, jnp.float32)
+  if wav.ndim != 2 or wav.shape[1] == 0:
+    raise DataError(f"expected waveforms [batch, samples], got shape {wav.shape}")
+  padded, _ = semantic_tokenizer.pad_to_frames(wav)                  # [B, 640 * num_frames(S)]
+  return codec.encode(padded, n_q=n_q)
+
+
+def decode_clips(codec: Codec, codes: Sequence[np.ndarray],
+                 batch_size: int = 8) -> list[np.ndarray]:
+  """Waveforms [T_i * hop] of code sequences [T_i, n] of any lengths (the same n), batched.
+
+  Sequences are grouped by length and padded (code 0) to a power-of-two number of frames, so
+  few shapes are compiled; the causal decoder's output up to frame T_i does not depend on what
+  follows, and each waveform is cut back to `T_i * hop` samples.
+  """
+  if batch_size <= 0:
+    raise ConfigError(f"batch_size must be positive, got {batch_size}")
+  if not codes:
+    return []
+  levels = {np.shape(c)[-1] for c in codes}
+  if len(levels) != 1 or any(np.ndim(c) != 2 or len(c) == 0 for c in codes):
+    raise DataError("decode: every code sequence must be [frames, levels] with frames > 0 and "
+                    f"the same number of levels, got shapes {[np.shape(c) for c in codes]}")
+  hop, n, k = codec.config.hop_length, levels.pop(), codec.config.codebook_size
+  if n > codec.num_quantizers:
+    raise DataError(f"decode: codes of {n} levels; this codec has {codec.num_quantizers}")
+  if any(np.min(c) < 0 or np.max(c) >= k for c in codes):
+    raise DataError(f"decode: codes outside [0, {k}), this codec's codebook")
+  order = sorted(range(len(codes)), key=lambda i: len(codes[i]))
+  rows = min(batch_size, len(codes))  # A short last batch gets empty rows: no new shape.
+  out: list[np.ndarray | None] = [None] * len(codes)
+  for start in range(0, len(order), rows):
+    group = order[start:start + rows]
+    frames = 1 << (len(codes[group[-1]]) - 1).bit_length()         # next power of two
+    batch = np.zeros((rows, frames, n), np.int32)
+    for row, i in enumerate(group):
+      batch[row, :len(codes[i])] = codes[i]
+    wav = np.asarray(codec.decode(jnp.asarray(batch)))                 # [rows, frames * hop]
+    for row, i in enumerate(group):
+      out[i] = wav[row, :len(codes[i]) * hop]
+  return out
+
+
+# --------------------------------------------------------------------------- codes files
+
+
+@dataclasses.dataclass
+class AcousticCodes:
+  """Acoustic codes of several clips, as written by `audiolm-jax tokenize acoustic`.
+
+  The file is an npz without pickled objects (load it with `allow_pickle=False`):
+  `codes` int32 [N, T_max, n_q] padded with -1, `num_frames` int32 [N], `num_samples` int64
+  [N] (each clip's length before padding), `paths` str [N], and the scalars `codebook_size`,
+  `sample_rate`, `frame_rate`.
+
+  Attributes:
+    codes: one int32 array [T_i, n_q] per clip.
+    num_samples: each clip's length in samples (the decoded audio is cut to it).
+    paths: where each clip came from.
+    codebook_size: K of the codec that made them.
+    sample_rate: its sample rate.
+    frame_rate: its frames per second.
+  """
+  codes: list[np.ndarray]
+  num_samples: list[int]
+  paths: list[str]
+  codebook_size: int
+  sample_rate: int
+  frame_rate: float
+
+  @property
+  def num_levels(self) -> int:
+    return int(self.codes[0].shape[-1])
+
+  def save(self, path: str) -> None:
+    frames = np.array([len(c) for c in self.codes], np.int32)
+    padded = np.full((len(self.codes), int(frames.max()), self.num_levels), PAD_CODE, np.int32)
+    for row, c in enumerate(self.codes):
+      padded[row, :len(c)] = c
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "wb") as f:
+      np.savez(f, codes=padded, num_frames=frames,
+               num_samples=np.array(self.num_samples, np.int64),
+               paths=np.array(self.paths, dtype=str), codebook_size=np.int32(self.codebook_size),
+               sample_rate=np.int32(self.sample_rate), frame_rate=np.float64(self.frame_rate))
+
+  @classmethod
+  def load(cls, path: str) -> AcousticCodes:
+    """Reads and checks a codes file; raises `DataError` naming what is wrong."""
+    try:
+      with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    except (OSError, ValueError, EOFError) as e:
+      raise DataError(f"{path}: not a readable npz file ({type(e).__name__}: {e})") from e
+    missing = sorted(set(CODES_FILE_KEYS) - set(arrays))
+    if missing:
+      raise DataError(f"{path}: missing {', '.join(missing)} (not written by `audiolm-jax "
+                      "tokenize acoustic`?)")
+    padded, frames = arrays["codes"], arrays["num_frames"]
+    n = len(frames)
+    if (padded.ndim != 3 or not np.issubdtype(padded.dtype, np.integer) or padded.shape[0] != n
+        or n == 0 or len(arrays["num_samples"]) != n or len(arrays["paths"]) != n):
+      raise DataError(f"{path}: expected integer codes [N, T, levels] with N > 0 and N entries "
+                      f"in num_frames, num_samples and paths, got codes {padded.shape}")
+    if frames.min() < 1 or frames.max() > padded.shape[1]:
+      raise DataError(f"{path}: num_frames must lie in [1, {padded.shape[1]}]")
+    k = int(arrays["codebook_size"])
+    codes = [padded[i, :int(t)].astype(np.int32) for i, t in enumerate(frames)]
+    if any(c.min() < 0 or c.max() >= k for c in codes):
+      raise DataError(f"{path}: codes outside [0, {k}) within num_frames")
+    return cls(codes=codes, num_samples=[int(x) for x in arrays["num_samples"]],
+               paths=[str(x) for x in arrays["paths"]], codebook_size=k,
+               sample_rate=int(arrays["sample_rate"]), frame_rate=float(arrays["frame_rate"]))

@@ -1,0 +1,83 @@
+"""`audiolm-jax generate`: audio from tokens.
+
+    audiolm-jax generate decode --codec RUN codes.npz out.wav [--n_q N] [--index I]
+        SoundStream decoding of a codes file (`audiolm-jax tokenize acoustic`); with several
+        clips in the file, clip i goes to out-i.wav unless --index picks one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def register(subparsers) -> None:
+  parser = subparsers.add_parser(
+      "generate", help="generate audio: decode acoustic codes",
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="generate_command", metavar="SUBCOMMAND")
+  sub.required = True
+  _register_decode(sub)
+
+
+# --------------------------------------------------------------------------- decode
+
+
+def _register_decode(sub) -> None:
+  p = sub.add_parser(
+      "decode", help="decode acoustic codes to a wav with a trained codec",
+      description="Decode a codes file written by `audiolm-jax tokenize acoustic` with the "
+      "SoundStream decoder of a trained codec; each clip is cut to its original length. With "
+      "several clips in the file, clip i is written to OUT-i.wav (OUT without .wav) unless "
+      "--index picks one.")
+  p.add_argument("codes", metavar="CODES.npz", help="a codes file")
+  p.add_argument("out", metavar="OUT.wav", help="the wav to write")
+  p.add_argument("--codec", required=True, metavar="RUN",
+                 help="a trained codec: its workdir, checkpoints/ or a step directory")
+  p.add_argument("--n_q", type=int, default=None,
+                 help="decode only the first N levels (a lower bitrate; default: all stored)")
+  p.add_argument("--index", type=int, default=None, help="decode only clip I of the file")
+  p.add_argument("--batch_size", type=int, default=8, help="clips decoded together")
+  p.set_defaults(func=_decode)
+
+
+def _output_paths(out: str, count: int) -> list[str]:
+  """`out` for one clip, else `out-0.wav`, `out-1.wav`, ..."""
+  if count == 1:
+    return [out]
+  stem = out[:-len(".wav")] if out.lower().endswith(".wav") else out
+  return [f"{stem}-{i}.wav" for i in range(count)]
+
+
+def _decode(args) -> int:
+  # pylint: disable=g-import-not-at-top
+  from audiolm_jax.codec import task as codec_task
+  from audiolm_jax.data.audio import write_wav
+  from audiolm_jax.errors import ConfigError, DataError
+  # pylint: enable=g-import-not-at-top
+  codes = codec_task.AcousticCodes.load(args.codes)
+  codec = codec_task.load_codec(args.codec)
+  stored = codes.num_levels
+  made_by = (codes.codebook_size, codes.sample_rate, codes.frame_rate)
+  if made_by != (codec.config.codebook_size, codec.sample_rate, codec.frame_rate):
+    raise DataError(f"{args.codes}: codes of a codec with {made_by[0]} codes per level at "
+                    f"{made_by[1]} Hz, {made_by[2]:g} frames/s; --codec has "
+                    f"{codec.config.codebook_size} at {codec.sample_rate} Hz, "
+                    f"{codec.frame_rate:g} frames/s")
+  n_q = stored if args.n_q is None else args.n_q
+  if not 1 <= n_q <= min(stored, codec.num_quantizers):
+    raise ConfigError(f"--n_q={n_q}: the file holds {stored} levels and the codec has "
+                      f"{codec.num_quantizers}")
+  clips = range(len(codes.codes))
+  if args.index is not None:
+    if args.index not in clips:
+      raise ConfigError(f"--index {args.index}: the file holds {len(clips)} clip(s)")
+    clips = [args.index]
+  wavs = codec_task.decode_clips(codec, [codes.codes[i][:, :n_q] for i in clips],
+                                 args.batch_size)
+  for i, wav, path in zip(clips, wavs, _output_paths(args.out, len(wavs))):
+    wav = wav[:codes.num_samples[i]]
+    write_wav(path, wav, codec.sample_rate)
+    print(f"{codes.paths[i]}: {len(wav) / codec.sample_rate:.2f} s at "
+          f"{codec.bitrate(n_q):.0f} bps -> {os.path.abspath(path)}")
+  return 0

@@ -1,0 +1,177 @@
+"""`audiolm-jax tokenize`: fit tokenizers and turn audio into tokens.
+
+    audiolm-jax tokenize fit-kmeans --w2v_bert RUN --out DIR [--layer L] [--num_clusters K]
+        [--steps N] [--corpus C --data_dir D --config_name X]
+        k-means on normalised features of w2v-BERT MLM layer L over the training split;
+        settings default to the run's own config (its `tokenizer` and `data` groups).
+    audiolm-jax tokenize fit-kmeans --features mfcc --out DIR [...]
+        the GSLM-style baseline: k-means on MFCC + deltas (no w2v-BERT); settings default to
+        --config (experiments/configs/w2v_bert.py:cpu).
+    audiolm-jax tokenize semantic --tokenizer DIR [--w2v_bert RUN] in.wav [more.wav ...]
+        --out ids.npz
+        25 Hz semantic token ids of each file (npz, no pickle: `ids` [N, T] padded with -1,
+        `num_frames` [N], `paths` [N]).
+
+`--config.tokenizer.KEY=VALUE` / `--config.data.KEY=VALUE` override any setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+DEFAULT_CONFIG = "w2v_bert.py:cpu"
+
+
+def register(subparsers) -> None:
+  parser = subparsers.add_parser(
+      "tokenize", help="fit the semantic tokenizer (k-means) and tokenize audio",
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  sub = parser.add_subparsers(dest="tokenize_command", metavar="SUBCOMMAND")
+  sub.required = True
+  _register_fit_kmeans(sub)
+  _register_semantic(sub)
+
+
+# --------------------------------------------------------------------------- fit-kmeans
+
+
+def _register_fit_kmeans(sub) -> None:
+  p = sub.add_parser(
+      "fit-kmeans", help="fit normalisation and k-means on w2v-BERT (or MFCC) features",
+      description="Fit a semantic tokenizer: per-dimension mean/variance of the features over "
+      "random crops of the training split, then mini-batch k-means. Writes "
+      "semantic_tokenizer.npz/.json and fit_info.json (what it was fit on) to --out.")
+  p.add_argument("--w2v_bert", default=None, metavar="RUN",
+                 help="a trained w2v-BERT: its workdir, checkpoints/ or a step directory")
+  p.add_argument("--features", default=None, choices=("w2v_bert", "mfcc"),
+                 help="w2v_bert: layer features of --w2v_bert; mfcc: the GSLM-style baseline "
+                 "(default: the config's tokenizer.features)")
+  p.add_argument("--layer", type=int, default=None,
+                 help="MLM-module block whose output is clustered (1-based; 0 = its input)")
+  p.add_argument("--num_clusters", type=int, default=None, help="K, the vocabulary size")
+  p.add_argument("--steps", type=int, default=None, help="mini-batch k-means steps")
+  p.add_argument("--batch_size", type=int, default=None, help="crops per k-means step")
+  p.add_argument("--corpus", default=None, help="corpus to fit on (default: the config's)")
+  p.add_argument("--data_dir", default=None, help="where corpora live")
+  p.add_argument("--config_name", default=None, help="which build of the corpus")
+  p.add_argument("--config", default=None, metavar="FILE.py:VARIANT",
+                 help="settings (tokenizer and data groups); default: the --w2v_bert run's "
+                 f"config, else {DEFAULT_CONFIG}")
+  p.add_argument("--seed", type=int, default=0, help="data order, crops and k-means seeding")
+  p.add_argument("--out", required=True, metavar="DIR", help="where the tokenizer is written")
+  p.set_defaults(func=_fit_kmeans)
+
+
+def _fit_settings(args, model):
+  """The config whose `tokenizer` and `data` groups drive the fit, flags applied."""
+  from audiolm_jax import config as config_lib  # pylint: disable=g-import-not-at-top
+  from audiolm_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  if args.config:
+    cfg = config_lib.load_config(args.config, args.config_overrides)
+  elif model is not None:
+    cfg = config_lib.from_json(config_lib.to_json(model.run_config))
+    config_lib.apply_overrides(cfg, args.config_overrides)
+  else:
+    cfg = config_lib.load_config(DEFAULT_CONFIG, args.config_overrides)
+  if "tokenizer" not in cfg or "data" not in cfg:
+    raise ConfigError("fit-kmeans: the config has no `tokenizer` or `data` group "
+                      "(give --config experiments/configs/w2v_bert.py:VARIANT)")
+  cfg.unlock()
+  flags = {("tokenizer", "features"): args.features, ("tokenizer", "layer"): args.layer,
+           ("tokenizer", "num_clusters"): args.num_clusters,
+           ("tokenizer", "kmeans_steps"): args.steps,
+           ("tokenizer", "batch_size"): args.batch_size, ("data", "corpus"): args.corpus,
+           ("data", "data_dir"): args.data_dir, ("data", "config_name"): args.config_name}
+  for (group, key), value in flags.items():
+    if value is not None:
+      cfg[group][key] = value
+  return cfg
+
+
+def _fit_kmeans(args) -> int:
+  # pylint: disable=g-import-not-at-top
+  from audiolm_jax.data.pipeline import AudioDataConfig
+  from audiolm_jax.errors import ConfigError
+  from audiolm_jax.semantic import task as semantic_task
+  from audiolm_jax.semantic.tokenizer import mfcc_extractor
+  # pylint: enable=g-import-not-at-top
+  model = semantic_task.load_w2v_bert(args.w2v_bert) if args.w2v_bert else None
+  cfg = _fit_settings(args, model)
+  tok = cfg.tokenizer
+  if tok.features not in semantic_task.FEATURES:
+    raise ConfigError(f"tokenizer.features={tok.features!r}; known: "
+                      f"{', '.join(semantic_task.FEATURES)}")
+  if tok.features == "w2v_bert":
+    if model is None:
+      raise ConfigError("fit-kmeans: w2v_bert features need --w2v_bert RUN (a trained "
+                        "w2v-BERT workdir); or use --features mfcc")
+    extractor = model.feature_extractor(tok.layer)
+  else:  # A given --w2v_bert then only lends its run's settings.
+    extractor = mfcc_extractor()
+  data = AudioDataConfig.from_config(cfg.data)
+  print(f"fitting {tok.num_clusters} clusters on {extractor.name} features of "
+        f"{data.corpus}/{data.split} ({tok.kmeans_steps} steps of {tok.batch_size} crops of "
+        f"{data.crop_seconds} s)")
+  tokenizer, summary = semantic_task.fit_tokenizer(extractor, data, tok, seed=args.seed)
+  info = {
+      "features": tok.features,
+      "layer": tok.layer if tok.features == "w2v_bert" else None,
+      "extractor": extractor.name,
+      "w2v_bert": None if tok.features != "w2v_bert" else {
+          "checkpoint": model.step_dir, "step": model.step, "fingerprint": model.fingerprint},
+      "data": {k: cfg.data[k] for k in ("corpus", "split", "data_dir", "config_name",
+                                        "crop_seconds")},
+      "tokenizer": tok.to_dict(),
+      "seed": args.seed,
+      **summary,
+  }
+  semantic_task.save_tokenizer(tokenizer, args.out, info)
+  inertia = summary["final_inertia"]
+  print(f"tokenizer ({tokenizer.num_clusters} clusters"
+        + (f", final inertia {inertia:.4g}" if inertia is not None else "")
+        + f") written to {os.path.abspath(args.out)}")
+  return 0
+
+
+# --------------------------------------------------------------------------- semantic
+
+
+def _register_semantic(sub) -> None:
+  p = sub.add_parser(
+      "semantic", help="25 Hz semantic token ids of audio files",
+      description="Tokenize audio files (any rate or channels: resampled to 16 kHz mono) with "
+      "a fitted semantic tokenizer. Writes an npz (load with allow_pickle=False): ids int32 "
+      "[N, T] padded with -1, num_frames int32 [N], paths str [N], num_clusters.")
+  p.add_argument("paths", nargs="+", metavar="AUDIO", help="audio files")
+  p.add_argument("--tokenizer", required=True, metavar="DIR", help="a fit-kmeans output")
+  p.add_argument("--w2v_bert", default=None, metavar="RUN",
+                 help="the w2v-BERT the tokenizer was fit on (default: the one it recorded)")
+  p.add_argument("--batch_size", type=int, default=8, help="files tokenized together")
+  p.add_argument("--out", required=True, metavar="IDS.npz", help="output file")
+  p.set_defaults(func=_semantic)
+
+
+def _semantic(args) -> int:
+  # pylint: disable=g-import-not-at-top
+  import numpy as np
+
+  from audiolm_jax.data.audio import load_audio
+  from audiolm_jax.semantic import task as semantic_task
+  from audiolm_jax.semantic.tokenizer import PAD_ID, SAMPLE_RATE
+  # pylint: enable=g-import-not-at-top
+  tokenizer = semantic_task.load_semantic_tokenizer(args.tokenizer, args.w2v_bert)
+  wavs = [load_audio(p, SAMPLE_RATE) for p in args.paths]
+  ids = semantic_task.tokenize_waveforms(tokenizer.tokenize, wavs, args.batch_size)
+  lengths = np.array([len(x) for x in ids], np.int32)
+  padded = np.full((len(ids), int(lengths.max())), PAD_ID, np.int32)
+  for row, x in enumerate(ids):
+    padded[row, :len(x)] = x
+  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+  with open(args.out, "wb") as f:
+    np.savez(f, ids=padded, num_frames=lengths, paths=np.array(args.paths, dtype=str),
+             num_clusters=np.int32(tokenizer.num_clusters))
+  for path, n in zip(args.paths, lengths):
+    print(f"{path}: {n} frames")
+  print(f"ids of {len(ids)} file(s) written to {args.out}")
+  return 0

@@ -1,0 +1,222 @@
+"""The three stage language models as trainer tasks: `semantic_lm`, `coarse_lm`, `fine_lm`.
+
+    audiolm-jax train --config experiments/configs/coarse_lm.py:cpu --workdir runs/coarse_lm \
+        --config.data.tokens_dir=DIR
+
+Data: a token cache (`data/tokens.py`: per utterance raw semantic ids [T25] and all acoustic
+codes [T50, Q]) at `config.data.tokens_dir`. Every example is a random crop of one utterance,
+made into the stage's training sequence by its layout (`stage.crop` + `stage.make_example`, with
+the stage's crop length: paper 30 s / 10 s / 3 s), so a batch is
+
+    inputs   int32   [B, N]   the sequence (`lm/stages.py`)
+    targets  int32   [B, N]   the inputs shifted left by one
+    weights  float32 [B, N]   1 on the targets the stage learns, 0 on conditioning and padding
+    valid    float32 [B]      0 for a row that is padding or a record that could not be read
+
+The global stream is `grain`: training shuffles anew every epoch and repeats forever; evaluation
+makes one pass in order, its last global batch padded with `valid = 0` rows. Crop offsets are
+drawn from (seed, position in the stream), in training and evaluation alike, so a resumed run
+sees the same crops and every evaluation the same ones. `process_rows` gives each process its
+rows of every global batch (the global batch does not depend on the number of processes); the
+iterator's state is saved with every checkpoint.
+
+Loss: `weighted_cross_entropy` over the weighted targets of valid rows, with the softmax taken
+over the ids allowed at each target (`stage.target_logit_mask()`, the same ids the sampler
+allows); `LossOutput.weight` is the number of weighted tokens. Metrics: `accuracy` (of the
+argmax among the allowed ids) and `perplexity` (exp of the batch loss; averaged over batches it is
+an upper bound of the exp of the averaged loss). Throughput is counted in sequence tokens (N per
+example) and model FLOPs follow the 6 * params * tokens + attention rule, for MFU.
+
+Shape letters: B batch, N tokens of a stage's sequence, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+
+import grain
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from audiolm_jax.data.pipeline import SafeSource, process_rows
+from audiolm_jax.data.tokens import token_source
+from audiolm_jax.errors import AudioLMError, ConfigError
+from audiolm_jax.lm.stages import (Stage, stage_from_config, transformer_config,
+                                   weighted_cross_entropy)
+from audiolm_jax.lm.transformer import Transformer
+from audiolm_jax.train.task import LossOutput, Task, register
+
+log = logging.getLogger(__name__)
+
+
+def invalid_example(stage: Stage) -> dict[str, np.ndarray]:
+  """A row that is all padding and weighs nothing (`valid = 0`)."""
+  pad = np.full(stage.sequence_length, stage.pad_id, np.int32)
+  return {"inputs": pad, "targets": pad.copy(),
+          "weights": np.zeros(stage.sequence_length, np.float32), "valid": np.float32(0.0)}
+
+
+class StageExample(grain.transforms.RandomMap):
+  """`(record index, token-cache record) -> training row`: a random crop in the stage's layout.
+
+  A record that could not be read (None), or whose tokens do not fit the layout, becomes an
+  invalid row and a warning; the run goes on.
+  """
+
+  def __init__(self, stage: Stage, name: str):
+    self.stage, self.name = stage, name
+
+  def random_map(self, element, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    index, record = element
+    if record is not None:
+      try:
+        return make_row(self.stage, record, rng)
+      except AudioLMError as e:
+        log.warning("%s: record %d skipped: %s", self.name, index, e)
+    return invalid_example(self.stage)
+
+
+def make_row(stage: Stage, record: Mapping[str, Any],
+             rng: np.random.Generator) -> dict[str, np.ndarray]:
+  """One valid training row from a token-cache record (raises `DataError` if it does not fit)."""
+  crop = stage.crop(rng, record["semantic"], record["acoustic"])
+  example = stage.make_example(crop.semantic_ids, crop.acoustic_codes,
+                               reaches_end=crop.reaches_end)
+  return {"inputs": example.inputs, "targets": example.targets, "weights": example.weights,
+          "valid": np.float32(1.0)}
+
+
+def token_dataset(stage: Stage, tokens_dir: str, split: str, *, seed: int,
+                  train: bool) -> grain.MapDataset:
+  """The *global* stream of training rows of `split` (the same on every process).
+
+  Training: shuffled anew every epoch, repeated forever. Evaluation: one pass in order. Crops
+  are drawn from (seed, position in the stream).
+  """
+  source = token_source(tokens_dir, split)
+  if not len(source):
+    raise ConfigError(f"token cache {tokens_dir}: split {split!r} is empty")
+  _check_cache_fits(stage, source, f"token cache {tokens_dir} ({split})")
+  ds = grain.MapDataset.source(SafeSource(source, f"{tokens_dir}/{split}"))
+  if train:
+    ds = ds.shuffle(seed=seed).repeat(None)
+  return ds.random_map(StageExample(stage, f"{tokens_dir}/{split}"), seed=seed)
+
+
+def _check_cache_fits(stage: Stage, source, where: str) -> None:
+  """Turns a cache tokenized with other codebook sizes or fewer levels than `config.stage`
+  into one clear error at start-up (rather than every record skipped with a warning)."""
+  record = source[0]
+  try:
+    make_row(stage, record, np.random.default_rng(0))
+  except AudioLMError as e:
+    raise ConfigError(f"{where} does not fit config.stage ({type(stage).__name__}): {e}. Were "
+                      "the tokens made with other codebook sizes or fewer RVQ levels?") from e
+
+
+def distinct_rows(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """`mask [N, V]` as its distinct rows `[R, V]` and the row of each position `[N]`.
+
+  A stage's logit mask has a handful of distinct rows (one per level, plus the conditioning
+  ones), so the two are small constants for jit where the mask itself (up to 22 M entries at the
+  paper's sizes) would not be.
+  """
+  row_ids: dict[bytes, int] = {}  # Numbered in order of first appearance.
+  index = np.array([row_ids.setdefault(row.tobytes(), len(row_ids)) for row in mask], np.int32)
+  _, first = np.unique(index, return_index=True)
+  return mask[first], index
+
+
+class StageLMTask(Task):
+  """One AudioLM stage trained on a token cache (see the module docstring): `config.stage` is
+  its layout, `config.model` its Transformer. The subclasses below are the registered tasks."""
+
+  throughput_unit = "tokens"
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    if config.task != self.name:
+      raise ConfigError(f"config.task is {config.task!r}, but {type(self).__name__} trains "
+                        f"{self.name!r}")
+    self.stage = stage_from_config(config)
+    self.model_config = transformer_config(config)
+    self.model = Transformer(self.model_config)
+    self._mask_rows, self._mask_index = distinct_rows(self.stage.target_logit_mask())
+
+  def _tokens_dir(self) -> str:
+    tokens_dir = self.config.data.get("tokens_dir")
+    if not tokens_dir:
+      raise ConfigError(
+          f"{self.config.task}: config.data.tokens_dir is not set. Pass "
+          "--config.data.tokens_dir=DIR, a token cache of the corpus (semantic ids and "
+          "acoustic codes, written by audiolm_jax.data.tokens.write_token_cache).")
+    return tokens_dir
+
+  def make_iterator(self, split: str, process_index: int, process_count: int):
+    if self.config.batch_size % process_count:
+      raise ConfigError(f"batch_size={self.config.batch_size} is not divisible by "
+                        f"{process_count} processes")
+    data = self.config.data
+    rows = self.config.batch_size // process_count
+    train = split == data.split
+    ds = token_dataset(self.stage, self._tokens_dir(), split, seed=self.config.seed,
+                       train=train)
+    ds = process_rows(ds, rows=rows, process_index=process_index, process_count=process_count,
+                      pad_example=invalid_example(self.stage))
+    ds = ds.batch(rows, drop_remainder=True)
+    return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=data.num_threads,
+                                                     prefetch_buffer_size=data.prefetch)))
+
+  def batch_spec(self, batch_size: int) -> dict[str, jax.ShapeDtypeStruct]:
+    n = self.stage.sequence_length
+    return {"inputs": jax.ShapeDtypeStruct((batch_size, n), jnp.int32),
+            "targets": jax.ShapeDtypeStruct((batch_size, n), jnp.int32),
+            "weights": jax.ShapeDtypeStruct((batch_size, n), jnp.float32),
+            "valid": jax.ShapeDtypeStruct((batch_size,), jnp.float32)}
+
+  def init(self, rng: jax.Array):
+    # Parameter shapes do not depend on the length: one token is enough to create them.
+    variables = self.model.init({"params": rng}, jnp.zeros((1, 1), jnp.int32))
+    return variables["params"], {}  # Boxed with logical axis names (lm/transformer.py).
+
+  def loss(self, params, extra, batch, rng, *, train: bool) -> LossOutput:
+    del extra
+    logits = self.model.apply({"params": params}, batch["inputs"], deterministic=not train,
+                              rngs={"dropout": rng})  # [B, N, V] float32
+    weights = batch["weights"] * batch["valid"][:, None]  # [B, N]
+    logit_mask = jnp.asarray(self._mask_rows)[jnp.asarray(self._mask_index)]  # [N, V]
+    loss, metrics = weighted_cross_entropy(logits, batch["targets"], weights, logit_mask)
+    return LossOutput(loss=loss, weight=metrics["tokens"],
+                      metrics={"accuracy": metrics["accuracy"], "perplexity": jnp.exp(loss)})
+
+  def units_per_example(self, batch_spec: Mapping[str, jax.ShapeDtypeStruct]) -> float:
+    return float(batch_spec["inputs"].shape[1])
+
+  def flops_per_example(self) -> float:
+    """Forward + backward model FLOPs of one sequence: 6 * matmul params * N for the weights
+    (embedding lookups excluded, the output projection included) and 12 * L * N^2 * H * head_dim
+    for the attention scores and values (the full square, as in PaLM's MFU)."""
+    cfg, n = self.model_config, self.stage.sequence_length
+    inner = cfg.num_heads * cfg.head_dim
+    matmul_params = (cfg.num_layers * (4 * cfg.d_model * inner + 3 * cfg.d_model * cfg.mlp_dim)
+                     + cfg.d_model * cfg.vocab_size)
+    return 6.0 * matmul_params * n + 12.0 * cfg.num_layers * n * n * inner
+
+
+@register("semantic_lm")
+class SemanticLMTask(StageLMTask):
+  """Stage 1: `p(s_t | s_<t)` over deduplicated semantic tokens (`lm.stages.SemanticStage`)."""
+
+
+@register("coarse_lm")
+class CoarseLMTask(StageLMTask):
+  """Stage 2: coarse acoustic tokens given the semantic tokens (`lm.stages.CoarseStage`), or given
+  nothing with `config.stage.acoustic_only` (the paper's acoustic-only ablation)."""
+
+
+@register("fine_lm")
+class FineLMTask(StageLMTask):
+  """Stage 3: fine acoustic tokens given the coarse ones, 3 s chunks (`lm.stages.FineStage`)."""

@@ -1,0 +1,55 @@
+"""PNG plots of the scaling curves, written next to the JSON."""
+
+from __future__ import annotations
+
+import os
+
+
+def write_scaling_plots(results: dict, out_dir: str) -> list[str]:
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  os.makedirs(out_dir, exist_ok=True)
+  paths = []
+
+  def save(fig, name):
+    path = os.path.join(out_dir, name)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    paths.append(path)
+
+  rows = results["sampling"]
+  fig, ax = plt.subplots(figsize=(6, 4))
+  ax.plot([r["generated"] for r in rows], [1000 * r["cached_s_per_token"] for r in rows], "o-",
+          label="KV cache")
+  nocache = [r for r in rows if "nocache_s_per_token" in r]
+  ax.plot([r["generated"] for r in nocache], [1000 * r["nocache_s_per_token"] for r in nocache],
+          "s-", label="no cache (full prefix each step)")
+  ax.set(xscale="log", yscale="log", xlabel="generated tokens", ylabel="ms per token",
+         title="Sampling cost per token (semantic stage, batch 1)")
+  ax.legend()
+  save(fig, "scaling_sampling.png")
+
+  for key, x, title in (("train_vs_batch", "batch", "Training step vs. batch (coarse, 450 tok)"),
+                        ("train_vs_length", "tokens", "Training step vs. length (coarse, b=4)")):
+    rows = results[key]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot([r[x] for r in rows], [r["step_s"] for r in rows], "o-", label="step s")
+    ax2 = ax.twinx()
+    ax2.plot([r[x] for r in rows], [r["tokens_per_s"] for r in rows], "s--", color="C1",
+             label="tokens/s")
+    ax.set(xscale="log", xlabel=x, ylabel="seconds per step", title=title)
+    ax2.set_ylabel("tokens / s")
+    save(fig, f"scaling_{key}.png")
+
+  rows = results["codec_vs_seconds"]
+  fig, ax = plt.subplots(figsize=(6, 4))
+  for key, label in (("encode_audio_s_per_s", "encode"), ("decode_audio_s_per_s", "decode"),
+                     ("roundtrip_audio_s_per_s", "round trip")):
+    ax.plot([r["seconds"] for r in rows], [r[key] for r in rows], "o-", label=label)
+  ax.set(xlabel="clip seconds (batch 8)", ylabel="audio seconds per second",
+         title="Codec throughput vs. clip length (paper preset)")
+  ax.legend()
+  save(fig, "scaling_codec.png")
+  return paths

@@ -1,0 +1,48 @@
+"""The end-to-end demo (`make demo` / `audiolm-jax demo`): every part trained on the built-in
+speech corpus, then held-out 3 s prompts continued to 10 s.
+
+    audiolm-jax demo --config experiments/configs/demo.py:cpu --run_dir runs/demo
+    audiolm-jax demo --config experiments/configs/demo.py:cpu --config.codec_steps=3000  # better
+
+`cpu` fits in about 30 minutes on a 2-core machine: the budgets are short, so the audio is a
+proof that every part works end to end, not a quality claim (the per-part `cpu` presets, trained
+longer, are). `tiny` runs in a minute for tests. `paper` names the paper-size presets and
+step counts (for accelerators). Re-running reuses every finished part.
+"""
+
+import ml_collections
+
+VARIANTS = ("tiny", "cpu", "paper")
+
+
+def get_config(arg=None):
+  c = ml_collections.ConfigDict()
+  c.corpus = "synthetic_speech"  # Built-in corpus trained on and prompted from.
+  c.corpus_size = "default"      # Its size: tiny | default.
+  c.preset = "cpu"               # Variant of every part's own config (codec.py:cpu, ...).
+  c.codec_steps = 500            # Codec training steps.
+  c.w2v_bert_steps = 300         # w2v-BERT pre-training steps.
+  c.kmeans_steps = 200           # Mini-batch k-means steps of the semantic tokenizer.
+  c.semantic_lm_steps = 400      # Stage 1 training steps.
+  c.coarse_lm_steps = 400        # Stage 2 training steps.
+  c.fine_lm_steps = 300          # Stage 3 training steps.
+  c.token_splits = ("train", "validation")  # Corpus splits tokenized into the cache.
+  c.max_token_examples = -1      # Cap on examples tokenized per split (-1: all).
+  c.num_prompts = 3              # Held-out prompts continued.
+  c.prompt_split = "test"        # Split the prompts come from (sentences never trained on).
+  c.prompt_seconds = 3.0         # Prompt length (paper: 3 s).
+  c.total_seconds = 10.0         # Prompt + continuation (paper: 10 s).
+  c.seed = 0                     # Everything random in the demo derives from it.
+  if arg == "tiny":
+    c.corpus_size = "tiny"
+    c.preset = "tiny"
+    c.update(codec_steps=4, w2v_bert_steps=4, kmeans_steps=5, semantic_lm_steps=4,
+             coarse_lm_steps=4, fine_lm_steps=4, num_prompts=1, prompt_seconds=1.0,
+             total_seconds=2.0)
+  elif arg == "paper":
+    c.preset = "paper"
+    c.update(codec_steps=1_000_000, w2v_bert_steps=400_000, kmeans_steps=10_000,
+             semantic_lm_steps=1_000_000, coarse_lm_steps=1_000_000, fine_lm_steps=1_000_000)
+  elif arg not in (None, "cpu"):
+    raise ValueError(f"unknown variant {arg!r}")
+  return c

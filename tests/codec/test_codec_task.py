@@ -1,0 +1,159 @@
+"""The `codec` task in the shared trainer (tiny preset, tiny corpus), loading a trained codec,
+the acoustic tokenize path's frame rule, and the weighting of invalid rows."""
+
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from audiolm_jax.codec import task as codec_task
+from audiolm_jax.config import load_config
+from audiolm_jax.data import corpora
+from audiolm_jax.data.audio import from_int16
+from audiolm_jax.errors import CheckpointError
+from audiolm_jax.semantic.tokenizer import num_frames
+from audiolm_jax.train import checkpoint as ckpt_lib
+from audiolm_jax.train.metrics import read_jsonl
+from audiolm_jax.train.task import build_task
+from audiolm_jax.train.trainer import train
+
+STEPS, WARMUP = 3, 2  # Discriminators frozen for updates 0 and 1, trained in update 2.
+
+
+def tiny_config(data_dir, **overrides):
+  pairs = {"data.data_dir": data_dir, "total_steps": STEPS, "disc_warmup_steps": WARMUP,
+           "checkpoint_every": 1, "keep_checkpoints": STEPS, "eval_every": STEPS,
+           "eval_steps": 1, "log_every": 1, "progress_bar": False,
+           "peak_flops_per_device": 1e12, **overrides}
+  return load_config("codec:tiny", [(k, str(v)) for k, v in pairs.items()])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, tiny_data_dir):
+  """A codec trained for 3 steps by the trainer: `(workdir, TrainResult)`."""
+  workdir = str(tmp_path_factory.mktemp("codec_run"))
+  return workdir, train(tiny_config(tiny_data_dir), workdir)
+
+
+def saved(workdir, step):
+  step_dir = os.path.join(workdir, "checkpoints", str(step))
+  return ckpt_lib.read_numpy(step_dir, ("params", "extra"))
+
+
+def differs(a, b):
+  return any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_trainer_trains_codec_with_warmup_then_discriminators(run):
+  workdir, result = run
+  assert result.step == STEPS and result.origin == "fresh"
+  records = read_jsonl(workdir)
+  assert [r["step"] for r in records] == [1, 2, 3]
+  for r in records:
+    for key in ("loss", "loss/reconstruction", "loss/commitment", "loss/discriminator",
+                "grad_norm", "codebook/perplexity_q0", "codebook/dead_fraction_q3"):
+      assert np.isfinite(r[key]), (r["step"], key)
+    assert r["nonfinite"] == 0.0 and r["audio_seconds_per_s"] > 0
+    assert 1.0 <= r["codebook/perplexity_q0"] <= 32.0          # K = 32 codes per level
+  warm = [r["step"] > WARMUP for r in records]
+  assert [r["discriminator/active"] for r in records] == [float(w) for w in warm]
+  for r, on in zip(records, warm):  # The GAN terms join the generator loss with the critics.
+    assert (r["loss/adversarial"] > 0) == on and (r["loss/feature_matching"] > 0) == on
+    assert (r["discriminator/grad_norm"] > 0) == on
+  evals = read_jsonl(workdir, "eval")
+  assert len(evals) == 1 and np.isfinite(evals[0]["loss"]) and evals[0]["loss/adversarial"] > 0
+
+  states = {s: saved(workdir, s) for s in (1, 2, 3)}
+  for s in (1, 2, 3):
+    extra = states[s]["extra"]
+    assert int(extra["updates"]) == s
+    assert bool(extra["vq_stats"]["quantizer"]["initialized"])  # k-means ran on batch one.
+  disc = {s: states[s]["extra"]["discriminator"] for s in states}
+  assert not differs(disc[1], disc[2])                          # frozen during the warm-up
+  assert differs(disc[2], disc[3])                              # trained after it
+  for a, b in ((1, 2), (2, 3)):  # Generator and codebooks move every step.
+    assert differs(states[a]["params"], states[b]["params"])
+    assert differs(states[a]["extra"]["vq_stats"], states[b]["extra"]["vq_stats"])
+
+
+def test_load_codec_reads_the_latest_generator_and_codebooks(run):
+  workdir, _ = run
+  codec = codec_task.load_codec(workdir)
+  latest = saved(workdir, STEPS)
+  assert not differs(codec.variables["params"], latest["params"])
+  assert not differs(codec.variables["vq_stats"], latest["extra"]["vq_stats"])
+  assert codec.num_quantizers == 4 and codec.frame_rate == 50.0
+  # Any step directory works too, and gives that step.
+  older = codec_task.load_codec(os.path.join(workdir, "checkpoints", "1"))
+  assert differs(older.variables["params"], codec.variables["params"])
+
+
+def test_tokenize_for_lm_gives_two_frames_per_semantic_frame(run, tiny_data_dir):
+  codec = codec_task.load_codec(run[0])
+  wav = from_int16(np.asarray(corpora.data_source(
+      "synthetic_speech", "test", tiny_data_dir, "tiny")[0]["audio"]))
+  # S mod 640 in (0, 320] is where the unpadded clip would have one frame too few.
+  for samples in (6400, 6400 + 320, 6400 + 321):
+    clip = wav[None, :samples]
+    codes = np.asarray(codec_task.tokenize_for_lm(codec, clip))
+    assert codes.shape == (1, 2 * num_frames(samples), 4) and codes.dtype == np.int32
+    direct = np.asarray(codec.encode(clip))  # [1, ceil(S / 320), Q]: the same leading frames
+    np.testing.assert_array_equal(codes[:, :direct.shape[1]], direct)
+  np.testing.assert_array_equal(codec_task.tokenize_for_lm(codec, wav[None, :6400], n_q=2),
+                                codec_task.tokenize_for_lm(codec, wav[None, :6400])[..., :2])
+
+
+def test_load_codec_reports_bad_workdirs(run, tmp_path):
+  workdir, _ = run
+  with pytest.raises(CheckpointError, match="no checkpoint found"):
+    codec_task.load_codec(str(tmp_path / "missing"))
+
+  other_task = str(tmp_path / "other" / "3")
+  shutil.copytree(os.path.join(workdir, "checkpoints", "3"), other_task)
+  config_file = os.path.join(other_task, "config", "metadata")
+  with open(config_file) as f:
+    text = f.read()
+  with open(config_file, "w") as f:
+    f.write(text.replace('"task": "codec"', '"task": "toy_lm"'))
+  with pytest.raises(CheckpointError, match="not a codec"):
+    codec_task.load_codec(other_task)
+
+  resized = str(tmp_path / "resized" / "3")
+  shutil.copytree(os.path.join(workdir, "checkpoints", "3"), resized)
+  with open(os.path.join(resized, "config", "metadata"), "w") as f:
+    f.write(text.replace('"dim": 16', '"dim": 8'))
+  with pytest.raises(CheckpointError, match="do not fit"):
+    codec_task.load_codec(resized)
+
+  corrupt = str(tmp_path / "corrupt" / "3")
+  shutil.copytree(os.path.join(workdir, "checkpoints", "3"), corrupt)
+  for dirpath, _, names in os.walk(os.path.join(corrupt, "state")):
+    for name in names:
+      if not name.startswith("_"):  # Array data, not the metadata files.
+        with open(os.path.join(dirpath, name), "wb") as f:
+          f.write(b"garbage")
+  with pytest.raises(CheckpointError):
+    codec_task.load_codec(corrupt)
+
+
+def test_invalid_rows_get_no_weight(run, tiny_data_dir):
+  """A row with valid=False changes no loss term, whatever its audio (even NaN)."""
+  workdir, _ = run
+  task = build_task(tiny_config(tiny_data_dir))
+  state = saved(workdir, STEPS)  # Past the warm-up: the adversarial terms are on.
+  wav = from_int16(np.asarray(corpora.data_source(
+      "synthetic_speech", "validation", tiny_data_dir, "tiny")[0]["audio"]))
+  clip = wav[:task.crop_samples]
+  junk = np.full_like(clip, np.nan)
+  evaluate = jax.jit(lambda batch: task.loss(state["params"], state["extra"], batch,
+                                             jax.random.key(0), train=False))
+  one = evaluate({"audio": np.stack([clip, junk, junk]), "valid": np.array([True, False, False])})
+  two = evaluate({"audio": np.stack([clip, clip, 0.3 * clip]),
+                  "valid": np.array([True, True, False])})
+  assert float(one.weight) == 1.0 and float(two.weight) == 2.0
+  for key in ("loss/reconstruction", "loss/adversarial", "loss/feature_matching"):
+    assert np.isfinite(float(one.metrics[key])) and float(one.metrics[key]) > 0
+    np.testing.assert_allclose(one.metrics[key], two.metrics[key], rtol=1e-5, err_msg=key)
+  assert np.isfinite(float(one.loss))

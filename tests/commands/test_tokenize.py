@@ -1,0 +1,142 @@
+"""`audiolm-jax tokenize fit-kmeans | semantic` with the MFCC baseline on the tiny corpus, bad
+input, and the semantic-token evidence experiment. (The w2v-BERT path of both commands is
+tested in tests/semantic/test_task.py, on the run trained there.)"""
+
+import importlib.util
+import json
+import os
+
+import numpy as np
+import pytest
+
+from audiolm_jax import cli
+from audiolm_jax.data import corpora
+from audiolm_jax.data.audio import from_int16, write_wav
+from audiolm_jax.semantic import task as semantic_task
+from audiolm_jax.semantic.tokenizer import PAD_ID, num_frames
+
+MODULE = "audiolm_jax.commands.tokenize"
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def main():
+  """`audiolm-jax` in-process, with the tokenize group (also before cli.py lists it)."""
+  with pytest.MonkeyPatch.context() as mp:
+    if MODULE not in cli.COMMAND_MODULES:
+      mp.setattr(cli, "COMMAND_MODULES", cli.COMMAND_MODULES + (MODULE,))
+    yield cli.main
+
+
+@pytest.fixture(scope="module")
+def wav_files(tmp_path_factory, tiny_data_dir):
+  """Two test utterances of the tiny corpus as wav files, with their samples."""
+  source = corpora.data_source("synthetic_speech", "test", tiny_data_dir)
+  directory = tmp_path_factory.mktemp("wavs")
+  paths, wavs = [], []
+  for i in (0, 4):
+    wav = from_int16(np.asarray(source[i]["audio"]))[:16000 + 100 * i]
+    paths.append(str(directory / f"utt{i}.wav"))
+    write_wav(paths[-1], wav)
+    wavs.append(wav)
+  return paths, wavs
+
+
+@pytest.fixture(scope="module")
+def mfcc_tokenizer(main, tmp_path_factory, tiny_data_dir):
+  out = str(tmp_path_factory.mktemp("mfcc_tokenizer"))
+  rc = main(["tokenize", "fit-kmeans", "--features", "mfcc", "--config", "w2v_bert.py:tiny",
+             "--data_dir", tiny_data_dir, "--num_clusters", "4", "--steps", "2", "--out", out])
+  assert rc == 0
+  return out
+
+
+@pytest.fixture(scope="module")
+def experiment():
+  """experiments/semantic_tokens.py as a module."""
+  spec = importlib.util.spec_from_file_location(
+      "semantic_tokens", os.path.join(REPO, "experiments", "semantic_tokens.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def read_npz(path):
+  with np.load(path, allow_pickle=False) as data:
+    return {k: data[k] for k in data}
+
+
+def check_ids(ids_file, paths, wavs, tokenizer):
+  out = read_npz(ids_file)
+  assert list(out["paths"]) == paths and int(out["num_clusters"]) == tokenizer.num_clusters
+  expected = [num_frames(len(w)) for w in wavs]
+  np.testing.assert_array_equal(out["num_frames"], expected)
+  assert out["ids"].shape == (2, max(expected)) and out["ids"].dtype == np.int32
+  for row, (wav, n) in enumerate(zip(wavs, expected)):
+    direct = np.asarray(tokenizer.tokenize(wav[None]))[0]  # Alone, unpadded.
+    np.testing.assert_array_equal(out["ids"][row, :n], direct)
+    assert np.all(out["ids"][row, n:] == PAD_ID)
+    assert 0 <= direct.min() and direct.max() < tokenizer.num_clusters
+
+
+def test_mfcc_baseline_needs_no_w2v_bert(main, mfcc_tokenizer, wav_files, tmp_path):
+  with open(os.path.join(mfcc_tokenizer, semantic_task.FIT_INFO_FILE)) as f:
+    info = json.load(f)
+  assert info["features"] == "mfcc" and info["w2v_bert"] is None and info["layer"] is None
+  paths, wavs = wav_files
+  ids_file = str(tmp_path / "ids.npz")
+  assert main(["tokenize", "semantic", "--tokenizer", mfcc_tokenizer, *paths,
+               "--out", ids_file]) == 0
+  check_ids(ids_file, paths, wavs, semantic_task.load_semantic_tokenizer(mfcc_tokenizer))
+
+
+def test_bad_input_is_one_line_and_exit_1(main, mfcc_tokenizer, tmp_path, capsys):
+  cases = [
+      (["tokenize", "fit-kmeans", "--features", "w2v_bert", "--out", str(tmp_path)],
+       "need --w2v_bert RUN"),
+      (["tokenize", "fit-kmeans", "--w2v_bert", str(tmp_path), "--out", str(tmp_path)],
+       "no checkpoint"),
+      (["tokenize", "semantic", "--tokenizer", str(tmp_path), "x.wav", "--out", "o.npz"],
+       "no semantic tokenizer"),
+      (["tokenize", "semantic", "--tokenizer", mfcc_tokenizer, str(tmp_path / "missing.wav"),
+        "--out", str(tmp_path / "o.npz")], "missing.wav"),
+  ]
+  for argv, message in cases:
+    capsys.readouterr()
+    assert main(argv) == 1, argv
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("audiolm-jax: error:") and message in err[0]
+
+
+def test_semantic_tokens_experiment_smoke(experiment, mfcc_tokenizer, tiny_data_dir,
+                                         tmp_path):
+  out_dir = str(tmp_path / "results")
+  rc = experiment.main(["--tokenizer", f"MFCC={mfcc_tokenizer}", "--data_dir", tiny_data_dir,
+                        "--max_utterances", "9", "--out_dir", out_dir])
+  assert rc == 0
+  with open(os.path.join(out_dir, "semantic_tokens.json")) as f:
+    results = json.load(f)
+  assert results["utterances"] == {"train": 9, "test": 9, "test_unseen_speakers": 3}
+  r = results["tokenizers"]["MFCC"]
+  assert r["vocab_size"] == 4
+  inv = r["test"]["invariance"]
+  assert 0 <= inv["same_sentence_other_speaker"] <= 1 and inv["same_sentence_other_speaker_pairs"]
+  assert r["test"]["abx"]["triplets"] > 0 and 0 <= r["test"]["abx"]["accuracy"] <= 1
+  assert r["test_unseen_speakers"]["abx"]["triplets"] > 0
+  probe = r["speaker_probe"]
+  assert 0 <= probe["accuracy"] <= 1 and probe["test_utterances"] > 0
+  with open(os.path.join(out_dir, "semantic_tokens.md")) as f:
+    table = f.read()
+  assert "| MFCC |" in table and "ABX" in table
+  assert experiment.main(["--data_dir", tiny_data_dir, "--out_dir", out_dir]) == 1  # Nothing.
+
+
+def test_experiment_caps_test_utterances_at_whole_sentences(experiment, tiny_data_dir):
+  args = experiment.parse_args(["--data_dir", tiny_data_dir, "--max_utterances", "7"])
+  test = experiment.load_split(args, "test")  # 3 sentences x 3 readers: 7 -> 2 whole ones.
+  assert len(test["wavs"]) == 6 and np.all(np.bincount(test["sentence_ids"])[
+      np.unique(test["sentence_ids"])] == 3)
+  unseen = experiment.load_split(args, "test_unseen_speakers", set(test["sentence_ids"]))
+  assert set(unseen["sentence_ids"]) <= set(test["sentence_ids"]) and len(unseen["wavs"]) == 2
+  train = experiment.load_split(args, "train")
+  assert len(train["wavs"]) == 7 and len(set(map(len, train["wavs"]))) > 1
