@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "audiolm_jax.commands.train",
     "audiolm_jax.commands.inspect",
     "audiolm_jax.commands.tokenize",
+    "audiolm_jax.commands.generate",
 )
 
 

@@ -84,3 +84,36 @@ def scaling(preset: str = "paper", batch: int = 8, log: Callable[[str], None] = 
                  "rss_mib": r["codec_rss_mib"]})
     log(f"codec {seconds} s: {rows[-1]}")
   return rows
+
+
+def train_step(preset: str = "paper", batch: int = 8, seconds: float = 1.0,
+               runs: int = 3) -> dict:
+  """One full codec training step through the shared trainer: generator (reconstruction,
+  adversarial, feature matching, commitment) + discriminator update, discriminators active."""
+  import tempfile
+  from audiolm_jax.train import state as state_lib
+  from audiolm_jax.train.trainer import Trainer
+  config = load_config(f"codec.py:{preset}", [
+      ("batch_size", str(batch)), ("data.crop_seconds", str(seconds)),
+      ("disc_warmup_steps", "0"), ("total_steps", "1000")])
+  with tempfile.TemporaryDirectory() as workdir:
+    trainer = Trainer(config, workdir)
+    state, _, _ = state_lib.sharded_init(trainer.init_fn, config.seed, trainer.mesh)
+    step, _ = trainer.compile_steps()
+    spec = trainer.task.batch_spec(batch)
+    rng = np.random.default_rng(0)
+    batch_data = {}
+    for k, s in spec.items():
+      if np.issubdtype(s.dtype, np.floating) and len(s.shape) == 2:
+        batch_data[k] = jnp.asarray(rng.uniform(-0.5, 0.5, s.shape).astype(s.dtype))
+      else:
+        batch_data[k] = jnp.ones(s.shape, s.dtype)
+    box = {"state": state}
+
+    def run():
+      box["state"], metrics = step(box["state"], batch_data)
+      return metrics
+
+    t = time_fn(run, runs=runs)
+  return {"codec_train_step_s": t.median, "codec_train_timing": t.as_dict(),
+          "codec_train_rss_mib": peak_rss_mib()}

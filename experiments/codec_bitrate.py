@@ -147,7 +147,8 @@ def write_plot(report: dict, path: str) -> None:
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   rows = report["results"]
   kbps = [r["bps"] / 1000 for r in rows]
-  fig, axes = plt.subplots(1, len(PLOTTED), figsize=(4 * len(PLOTTED), 3.6))
+  fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
+  axes = axes.ravel()
   for ax, (key, label, higher) in zip(axes, PLOTTED):
     ax.plot(kbps, [r[key] if r[key] is not None else np.nan for r in rows], "o-",
             label="SoundStream")
@@ -160,6 +161,12 @@ def write_plot(report: dict, path: str) -> None:
       ax.axhline(reference, color="C3", linestyle="--", label="original")
     ax.set(xlabel="kbps", title=f"{label} ({'higher' if higher else 'lower'} is better)")
     ax.legend(fontsize=8)
+  table = axes[len(PLOTTED)]  # The last panel: which levels each target bitrate became.
+  table.axis("off")
+  lines = ["target    levels   bitrate"] + [
+      f"{t['target_kbps']:>4g} kbps  {t['n_q']:>4d}   {t['bps'] / 1000:>5.2f} kbps"
+      + ("  (clamped)" if t["clamped"] else "") for t in report["targets"]]
+  table.text(0.0, 1.0, "\n".join(lines), family="monospace", va="top", fontsize=10)
   codec = report["codec"]
   fig.suptitle(f"SoundStream ({codec['num_quantizers']} x {codec['codebook_size']} codes, "
                f"{codec['frame_rate']:g} Hz, step {codec['step']}) on "

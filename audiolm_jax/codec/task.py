@@ -26,8 +26,11 @@ Warm-up: neither `loss` nor `update_extra` is given the step, so the task counts
 updates in `extra["updates"]` (`update_extra` adds one; a step the trainer skips as non-finite
 discards the whole new extra state, so this is the count the learning-rate schedule uses, and
 `--init_from` carries it over). While `updates < config.disc_warmup_steps` the generator
-trains on reconstruction and commitment only and the discriminators are frozen; a `lax.cond`
-skips every discriminator pass then, so the warm-up costs no discriminator compute.
+trains on reconstruction and commitment only and the discriminators (and their optimizer
+state) are frozen. The discriminator passes still run then, and their losses are logged: a
+`lax.cond` would skip them, but XLA:CPU runs the same work about ten times slower inside a
+conditional (the `cpu` preset's discriminator update: 6 s instead of 0.6 s), which costs far
+more after the warm-up than it saves during it; the paper preset has no warm-up.
 
 Valid rows: a record the pipeline could not read arrives as an all-zero row with
 `valid = False`. Every loss term is computed per row (`_per_row`) and averaged over valid rows
@@ -49,6 +52,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import zipfile
 from typing import Any, Callable, Mapping, Sequence
 
 import flax.linen as nn
@@ -61,7 +65,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from audiolm_jax.codec import losses
-from audiolm_jax.codec.discriminators import CodecDiscriminator, DiscriminatorConfig
+from audiolm_jax.codec.discriminators import (CodecDiscriminator, DiscriminatorConfig,
+                                              DiscriminatorOutput)
 from audiolm_jax.codec.soundstream import Codec, CodecConfig, SoundStream
 from audiolm_jax.data.pipeline import AudioDataConfig, make_audio_iterator
 from audiolm_jax.errors import CheckpointError, ConfigError, DataError
@@ -116,6 +121,12 @@ def _valid_mean(values: Array, valid: Array) -> Array:
   """Mean of values [B] over the rows where valid [B] is True (0 if there are none)."""
   total = jnp.sum(jnp.where(valid, values, 0.0))
   return total / jnp.maximum(jnp.sum(valid.astype(jnp.float32)), 1.0)
+
+
+def _mean_logit(out: DiscriminatorOutput, valid: Array) -> Array:
+  """Mean logit over sub-discriminators and time, averaged over valid rows."""
+  per_row = jnp.mean(jnp.stack([y.mean(axis=(1, 2)) for y in out.logits]), axis=0)   # [B]
+  return _valid_mean(per_row, valid)
 
 
 def _check_disc_optimizer(opt: ml_collections.ConfigDict) -> None:
@@ -186,8 +197,8 @@ class CodecTask(Task):
 
   # ------------------------------------------------------------------------------ losses
 
-  def _warm(self, extra) -> Array:
-    """True once the discriminators are on (after `disc_warmup_steps` updates)."""
+  def _adversarial(self, extra) -> Array:
+    """True once the discriminators are on: after `disc_warmup_steps` updates."""
     return extra["updates"] >= self.disc_warmup_steps
 
   def _codec_pass(self, params, vq_stats, wav, rng, train: bool):
@@ -200,7 +211,8 @@ class CodecTask(Task):
     return output, mutated[VQ_STATS]
 
   def _discriminate(self, disc_params, real_wav, fake_wav):
-    """`(real, fake)` discriminator outputs from one pass over the stacked batch [2B, S]."""
+    """`(real, fake)` discriminator outputs of one pass over the stacked batch [2B, S]: one
+    compiled discriminator instead of two, the same work when both halves are trained."""
     out = self.discriminator.apply({"params": disc_params},
                                    jnp.concatenate([real_wav, fake_wav], axis=0))
     b = real_wav.shape[0]
@@ -211,24 +223,20 @@ class CodecTask(Task):
     wav = jnp.where(valid[:, None], batch["audio"].astype(jnp.float32), 0.0)       # [B, S]
     output, vq_stats = self._codec_pass(params, extra[VQ_STATS], wav, rng, train)
     reconstruction = output.audio.astype(jnp.float32)                              # [B, S]
+    # Two passes: only the fake one is differentiated (a stacked pass would backpropagate
+    # through the real half too).
+    disc = {"params": extra["discriminator"]}
+    real = self.discriminator.apply(disc, wav)
+    fake = self.discriminator.apply(disc, reconstruction)
     cfg = self.loss_cfg
-
-    def adversarial_terms(reconstruction):
-      real, fake = self._discriminate(extra["discriminator"], wav, reconstruction)
-      return (_valid_mean(_per_row(losses.hinge_generator_loss, fake), valid),
-              _valid_mean(_per_row(losses.feature_matching_loss, real, fake), valid))
-
-    def warm_up(reconstruction):
-      del reconstruction
-      return jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32)
-
-    adversarial, feature = jax.lax.cond(self._warm(extra), adversarial_terms, warm_up,
-                                        reconstruction)
     mel = _valid_mean(_per_row(
         lambda x, y: losses.multiscale_mel_loss(x, y, cfg), wav, reconstruction), valid)
+    adversarial = _valid_mean(_per_row(losses.hinge_generator_loss, fake), valid)
+    feature = _valid_mean(_per_row(losses.feature_matching_loss, real, fake), valid)
     commitment = output.quantizer.commitment_loss
+    on = self._adversarial(extra).astype(jnp.float32)  # 0 during the warm-up
     loss = (cfg.reconstruction_weight * mel + cfg.commitment_weight * commitment
-            + cfg.adversarial_weight * adversarial + cfg.feature_weight * feature)
+            + on * (cfg.adversarial_weight * adversarial + cfg.feature_weight * feature))
     metrics = {"loss/reconstruction": mel, "loss/commitment": commitment,
                "loss/adversarial": adversarial, "loss/feature_matching": feature,
                **losses.codebook_metrics(output.quantizer)}
@@ -239,38 +247,31 @@ class CodecTask(Task):
   def update_extra(self, params, extra, batch, rng):
     valid = batch["valid"].astype(bool)
     wav = jnp.where(valid[:, None], batch["audio"].astype(jnp.float32), 0.0)
+    output, _ = self._codec_pass(params, extra[VQ_STATS], wav, rng, train=True)
+    reconstruction = jax.lax.stop_gradient(output.audio.astype(jnp.float32))
 
-    def discriminator_step(extra):
-      output, _ = self._codec_pass(params, extra[VQ_STATS], wav, rng, train=True)
-      reconstruction = jax.lax.stop_gradient(output.audio.astype(jnp.float32))
+    def loss_fn(disc_params):
+      real, fake = self._discriminate(disc_params, wav, reconstruction)
+      loss = _valid_mean(_per_row(losses.hinge_discriminator_loss, real, fake), valid)
+      return loss, (_mean_logit(real, valid), _mean_logit(fake, valid))
 
-      def loss_fn(disc_params):
-        real, fake = self._discriminate(disc_params, wav, reconstruction)
-        loss = _valid_mean(_per_row(losses.hinge_discriminator_loss, real, fake), valid)
-        mean_logit = lambda out: _valid_mean(  # noqa: E731
-            jnp.mean(jnp.stack([y.mean(axis=(1, 2)) for y in out.logits]), axis=0), valid)
-        return loss, (mean_logit(real), mean_logit(fake))
+    (loss, (real_logit, fake_logit)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        extra["discriminator"])
+    updates, opt_state = self.disc_tx.update(grads, extra["disc_opt_state"],
+                                             extra["discriminator"])
+    disc_params = optax.apply_updates(extra["discriminator"], updates)
+    active = self._adversarial(extra)
 
-      (loss, (real_logit, fake_logit)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-          extra["discriminator"])
-      updates, opt_state = self.disc_tx.update(grads, extra["disc_opt_state"],
-                                               extra["discriminator"])
-      disc_params = optax.apply_updates(extra["discriminator"], updates)
-      metrics = {"loss/discriminator": loss, "discriminator/real_logit": real_logit,
-                 "discriminator/fake_logit": fake_logit,
-                 "discriminator/grad_norm": optax.tree.norm(grads)}
-      return disc_params, opt_state, metrics
+    def keep_unless_active(new, old):  # Frozen (optimizer state too) during the warm-up.
+      return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old)
 
-    def frozen(extra):
-      zero = jnp.zeros((), jnp.float32)
-      metrics = {"loss/discriminator": zero, "discriminator/real_logit": zero,
-                 "discriminator/fake_logit": zero, "discriminator/grad_norm": zero}
-      return extra["discriminator"], extra["disc_opt_state"], metrics
-
-    warm = self._warm(extra)
-    disc_params, opt_state, metrics = jax.lax.cond(warm, discriminator_step, frozen, extra)
-    metrics["discriminator/active"] = warm.astype(jnp.float32)
-    return {**extra, "discriminator": disc_params, "disc_opt_state": opt_state,
+    metrics = {"loss/discriminator": loss, "discriminator/real_logit": real_logit,
+               "discriminator/fake_logit": fake_logit,
+               "discriminator/grad_norm": optax.tree.norm(grads),
+               "discriminator/active": active.astype(jnp.float32)}
+    return {**extra,
+            "discriminator": keep_unless_active(disc_params, extra["discriminator"]),
+            "disc_opt_state": keep_unless_active(opt_state, extra["disc_opt_state"]),
             "updates": extra["updates"] + 1}, metrics
 
 
@@ -312,7 +313,6 @@ def load_codec(path: str, dtype: str = "float32") -> Codec:
   return Codec(config=config, variables=variables)
 
 
-
 def _read_codec_variables(step_dir: str, expected: Mapping[str, Any]) -> tuple[dict, str]:
   """`({"params", "vq_stats"}, field read)` as numpy arrays, checked against `expected`.
 
@@ -343,6 +343,7 @@ def _read_codec_variables(step_dir: str, expected: Mapping[str, Any]) -> tuple[d
   except Exception as e:
     raise CheckpointError(f"{step_dir}: unreadable checkpoint ({type(e).__name__}: {e})") from e
   return {"params": arrays[field], VQ_STATS: arrays["extra"][VQ_STATS]}, field
+
 
 def acoustic_frames_per_semantic_frame(config: CodecConfig) -> int:
   """Codec frames per 25 Hz semantic frame (2 for the 50 Hz codec at 16 kHz).
@@ -454,6 +455,8 @@ class AcousticCodes:
     return int(self.codes[0].shape[-1])
 
   def save(self, path: str) -> None:
+    if not self.codes or len({c.shape[-1] for c in self.codes}) != 1:
+      raise DataError(f"{path}: need at least one clip, all with the same number of levels")
     frames = np.array([len(c) for c in self.codes], np.int32)
     padded = np.full((len(self.codes), int(frames.max()), self.num_levels), PAD_CODE, np.int32)
     for row, c in enumerate(self.codes):
@@ -468,11 +471,16 @@ class AcousticCodes:
   @classmethod
   def load(cls, path: str) -> AcousticCodes:
     """Reads and checks a codes file; raises `DataError` naming what is wrong."""
+    if not os.path.isfile(path):
+      raise DataError(f"{path}: no such file")
+    if not zipfile.is_zipfile(path):
+      raise DataError(f"{path}: not an npz file (write one with `audiolm-jax tokenize "
+                      "acoustic`)")
     try:
       with np.load(path, allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
-    except (OSError, ValueError, EOFError) as e:
-      raise DataError(f"{path}: not a readable npz file ({type(e).__name__}: {e})") from e
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+      raise DataError(f"{path}: unreadable npz file ({type(e).__name__}: {e})") from e
     missing = sorted(set(CODES_FILE_KEYS) - set(arrays))
     if missing:
       raise DataError(f"{path}: missing {', '.join(missing)} (not written by `audiolm-jax "

@@ -131,15 +131,16 @@ class _Demo:
 
   def stages(self):
     tokens_dir, k_s, k_a, q = self.stage_overrides()
+    tokens_dir = (tokens_dir, f"--config.batch_size={self.cfg.stage_batch_size}")
     p = self.cfg.preset
     self.metrics["semantic_lm"] = self.train(
-        f"semantic_lm.py:{p}", self.part("semantic_lm"), self.cfg.semantic_lm_steps, tokens_dir,
+        f"semantic_lm.py:{p}", self.part("semantic_lm"), self.cfg.semantic_lm_steps, *tokens_dir,
         f"--config.stage.{k_s}")
     self.metrics["coarse_lm"] = self.train(
-        f"coarse_lm.py:{p}", self.part("coarse_lm"), self.cfg.coarse_lm_steps, tokens_dir,
+        f"coarse_lm.py:{p}", self.part("coarse_lm"), self.cfg.coarse_lm_steps, *tokens_dir,
         f"--config.stage.semantic_{k_s}", f"--config.stage.{k_a}")
     self.metrics["fine_lm"] = self.train(
-        f"fine_lm.py:{p}", self.part("fine_lm"), self.cfg.fine_lm_steps, tokens_dir,
+        f"fine_lm.py:{p}", self.part("fine_lm"), self.cfg.fine_lm_steps, *tokens_dir,
         f"--config.stage.{k_a}", f"--config.stage.{q}")
 
   def continuations(self):

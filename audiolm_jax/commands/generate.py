@@ -1,5 +1,10 @@
-"""`audiolm-jax generate`: audio from tokens.
+"""`audiolm-jax generate`: AudioLM continuation / unconditional generation, and decoding.
 
+    audiolm-jax generate --run W --prompt in.wav --seconds 10 --out out.wav [--seed S]
+        Continues a prompt (or, without --prompt, generates unconditionally) with the three
+        stages of a run directory W (the demo's layout: W/codec, W/w2v_bert,
+        W/semantic_tokenizer, W/semantic_lm, W/coarse_lm, W/fine_lm; flags name parts kept
+        elsewhere). Writes the audio and OUT.npz with every token stream.
     audiolm-jax generate decode --codec RUN codes.npz out.wav [--n_q N] [--index I]
         SoundStream decoding of a codes file (`audiolm-jax tokenize acoustic`); with several
         clips in the file, clip i goes to out-i.wav unless --index picks one.
@@ -13,11 +18,56 @@ import os
 
 def register(subparsers) -> None:
   parser = subparsers.add_parser(
-      "generate", help="generate audio: decode acoustic codes",
+      "generate", help="continue a prompt with AudioLM (or generate unconditionally); decode codes",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--run", metavar="W", help="run directory holding the trained parts")
+  parser.add_argument("--prompt", metavar="IN.wav", help="prompt audio (omit: unconditional)")
+  parser.add_argument("--seconds", type=float, default=10.0,
+                      help="length of the result, prompt included (default 10)")
+  parser.add_argument("--out", metavar="OUT.wav", help="where to write the audio")
+  parser.add_argument("--seed", type=int, default=0, help="sampling seed")
+  parser.add_argument("--num_samples", type=int, default=1,
+                      help="unconditional clips to generate (OUT-i.wav)")
+  for part in ("codec", "w2v_bert", "semantic_tokenizer", "semantic_lm", "coarse_lm", "fine_lm"):
+    parser.add_argument(f"--{part}", metavar="DIR", help=f"the {part} (default: W/{part})")
+  parser.set_defaults(func=_continue)
   sub = parser.add_subparsers(dest="generate_command", metavar="SUBCOMMAND")
-  sub.required = True
+  sub.required = False
   _register_decode(sub)
+
+
+def _continue(args) -> int:
+  import jax
+  import numpy as np
+  from tqdm import tqdm
+  from audiolm_jax.audiolm import PARTS, AudioLM
+  from audiolm_jax.data.audio import load_audio, write_wav
+  from audiolm_jax.errors import ConfigError
+  if not args.out:
+    raise ConfigError("generate: --out OUT.wav is required (or use `generate decode`)")
+  parts = {p: getattr(args, p) for p in PARTS if getattr(args, p)}
+  if not args.run and len(parts) < len(PARTS):
+    raise ConfigError("generate: give --run W (a run directory) or every part's flag")
+  lm = AudioLM.from_run_dir(args.run or ".", parts)
+  prompt = None if args.prompt is None else load_audio(args.prompt, lm.sample_rate)
+  stages = tqdm(total=5, desc="generate", bar_format="{desc}: {n}/{total} {postfix}")
+  progress = lambda msg: (stages.set_postfix_str(msg), stages.update(1))
+  out = lm.generate(prompt, seconds=args.seconds, rng=jax.random.key(args.seed),
+                    batch_size=args.num_samples, progress=progress)
+  stages.close()
+  paths = _output_paths(args.out, out.audio.shape[0])
+  for wav, path in zip(out.audio, paths):
+    write_wav(path, wav, lm.sample_rate)
+    kind = (f"{len(prompt) / lm.sample_rate:.1f} s prompt continued" if prompt is not None
+            else "unconditional")
+    print(f"{kind}: {len(wav) / lm.sample_rate:.2f} s -> {os.path.abspath(path)}")
+  stem = args.out[:-4] if args.out.lower().endswith(".wav") else args.out
+  tokens = {"coarse": out.coarse, "fine": out.fine,
+            "prompt_samples": np.int64(out.prompt_samples)}
+  if out.semantic is not None:
+    tokens["semantic"] = out.semantic
+  np.savez(f"{stem}.npz", **tokens)
+  return 0
 
 
 # --------------------------------------------------------------------------- decode

@@ -31,6 +31,8 @@ def register(subparsers) -> None:
   sub.required = True
   _register_fit_kmeans(sub)
   _register_semantic(sub)
+  from audiolm_jax.commands import tokenize_acoustic  # The codec's subcommand, kept apart.
+  tokenize_acoustic.add_subcommand(sub)
 
 
 # --------------------------------------------------------------------------- fit-kmeans

@@ -49,7 +49,7 @@ def check_token_example(ex: Mapping[str, Any], where: str = "example") -> dict:
 
 @dataclasses.dataclass(eq=False)
 class _CacheConfig(tfds.core.BuilderConfig):
-  splits: Any = None  # {split: iterable of examples}; not stored.
+  splits: Any = dataclasses.field(default=None, repr=False)  # {split: examples}; not stored.
 
 
 class TokenCache(tfds.core.GeneratorBasedBuilder):

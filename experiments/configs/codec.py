@@ -11,7 +11,12 @@ Variants: `tiny` (tests, seconds), `cpu` (trainable on two CPU cores in about an
 --config.loss.sample_rate=24000`.
 
 `model` builds `codec.soundstream.CodecConfig`, `discriminator` builds
-`codec.discriminators.DiscriminatorConfig` and `loss` builds `codec.losses.CodecLossConfig`.
+`codec.discriminators.DiscriminatorConfig` and `loss` builds `codec.losses.CodecLossConfig`;
+the task is `codec/task.py`. A trained codec is used by
+
+  audiolm-jax tokenize acoustic --codec /tmp/codec in.wav --out codes.npz
+  audiolm-jax generate decode --codec /tmp/codec codes.npz out.wav --n_q 4
+  python experiments/codec_bitrate.py --codec /tmp/codec   # quality at 1.5 / 3 / 6 kbps
 """
 
 import ml_collections
@@ -101,8 +106,9 @@ def get_config(arg=None):
   c.optimizer.eps = 1e-8
   c.optimizer.weight_decay = 0.0
   c.optimizer.grad_clip_norm = 1000.0
-  # Discriminators: their own optimizer, same keys (one step on the whole batch per train
-  # step, after the warm-up: grad_accum_steps stays 1 and ema_decay 0).
+  # Discriminators: their own optimizer, same keys; one step on the whole batch per train
+  # step after the warm-up (grad_accum_steps stays 1, ema_decay 0), so its schedule spans
+  # total_steps - disc_warmup_steps updates.
   c.disc_optimizer = ml_collections.ConfigDict(c.optimizer.to_dict())
   c.disc_optimizer.grad_clip_norm = 10.0
   c.disc_warmup_steps = 0  # updates of reconstruction-only training, discriminators frozen
@@ -111,8 +117,10 @@ def get_config(arg=None):
     # 8 x 25 frames = 200 vectors per batch for 256 codes: a low dead-code threshold.
     c.model.update(channels=8, dim=64, num_quantizers=8, codebook_size=256,
                    dead_code_threshold=0.1)
-    c.discriminator.update(wave_scales=3, wave_channels=8, wave_max_channels=128,
-                           wave_downsamples=3, stft_channels=8, stft_n_fft=512, stft_hop=128,
+    # Narrow wave discriminators: grouped convolutions are slow on CPU, and the adversarial
+    # steps must stay near a second each on two cores.
+    c.discriminator.update(wave_scales=3, wave_channels=4, wave_max_channels=64,
+                           wave_downsamples=2, stft_channels=8, stft_n_fft=512, stft_hop=128,
                            stft_channel_mults=SOUNDSTREAM_STFT_MULTS,
                            stft_time_strides=SOUNDSTREAM_STFT_STRIDES)
     c.data.update(config_name=None, crop_seconds=0.5, num_threads=2, prefetch=32)

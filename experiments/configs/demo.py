@@ -20,15 +20,16 @@ def get_config(arg=None):
   c.corpus = "synthetic_speech"  # Built-in corpus trained on and prompted from.
   c.corpus_size = "default"      # Its size: tiny | default.
   c.preset = "cpu"               # Variant of every part's own config (codec.py:cpu, ...).
-  c.codec_steps = 500            # Codec training steps.
-  c.w2v_bert_steps = 300         # w2v-BERT pre-training steps.
+  c.codec_steps = 300            # Codec training steps (about 0.4 s each here).
+  c.w2v_bert_steps = 200         # w2v-BERT pre-training steps (about 0.7 s each here).
   c.kmeans_steps = 200           # Mini-batch k-means steps of the semantic tokenizer.
-  c.semantic_lm_steps = 400      # Stage 1 training steps.
-  c.coarse_lm_steps = 400        # Stage 2 training steps.
-  c.fine_lm_steps = 300          # Stage 3 training steps.
+  c.semantic_lm_steps = 200      # Stage 1 training steps (about 0.5 s each here).
+  c.coarse_lm_steps = 80         # Stage 2 training steps (about 2.5 s each here).
+  c.fine_lm_steps = 50           # Stage 3 training steps (about 4 s each here).
+  c.stage_batch_size = 8         # Sequences per stage training step (the presets' own: 16).
   c.token_splits = ("train", "validation")  # Corpus splits tokenized into the cache.
-  c.max_token_examples = -1      # Cap on examples tokenized per split (-1: all).
-  c.num_prompts = 3              # Held-out prompts continued.
+  c.max_token_examples = 1000    # Cap on examples tokenized per split (-1: all).
+  c.num_prompts = 2              # Held-out prompts continued.
   c.prompt_split = "test"        # Split the prompts come from (sentences never trained on).
   c.prompt_seconds = 3.0         # Prompt length (paper: 3 s).
   c.total_seconds = 10.0         # Prompt + continuation (paper: 10 s).
@@ -37,12 +38,13 @@ def get_config(arg=None):
     c.corpus_size = "tiny"
     c.preset = "tiny"
     c.update(codec_steps=4, w2v_bert_steps=4, kmeans_steps=5, semantic_lm_steps=4,
-             coarse_lm_steps=4, fine_lm_steps=4, num_prompts=1, prompt_seconds=1.0,
-             total_seconds=2.0)
+             coarse_lm_steps=4, fine_lm_steps=4, stage_batch_size=8, num_prompts=1,
+             prompt_seconds=1.0, total_seconds=2.0)
   elif arg == "paper":
     c.preset = "paper"
     c.update(codec_steps=1_000_000, w2v_bert_steps=400_000, kmeans_steps=10_000,
-             semantic_lm_steps=1_000_000, coarse_lm_steps=1_000_000, fine_lm_steps=1_000_000)
+             semantic_lm_steps=1_000_000, coarse_lm_steps=1_000_000, fine_lm_steps=1_000_000,
+             stage_batch_size=256)
   elif arg not in (None, "cpu"):
     raise ValueError(f"unknown variant {arg!r}")
   return c

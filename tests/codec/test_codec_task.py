@@ -57,11 +57,13 @@ def test_trainer_trains_codec_with_warmup_then_discriminators(run):
       assert np.isfinite(r[key]), (r["step"], key)
     assert r["nonfinite"] == 0.0 and r["audio_seconds_per_s"] > 0
     assert 1.0 <= r["codebook/perplexity_q0"] <= 32.0          # K = 32 codes per level
-  warm = [r["step"] > WARMUP for r in records]
-  assert [r["discriminator/active"] for r in records] == [float(w) for w in warm]
-  for r, on in zip(records, warm):  # The GAN terms join the generator loss with the critics.
-    assert (r["loss/adversarial"] > 0) == on and (r["loss/feature_matching"] > 0) == on
-    assert (r["discriminator/grad_norm"] > 0) == on
+  on = [r["step"] > WARMUP for r in records]
+  assert [r["discriminator/active"] for r in records] == [float(x) for x in on]
+  for r, adversarial in zip(records, on):  # The GAN terms join the loss after the warm-up.
+    gan = r["loss/adversarial"] + 100.0 * r["loss/feature_matching"]  # w_adv = 1, w_feat = 100
+    assert gan > 0
+    expected = r["loss/reconstruction"] + r["loss/commitment"] + (gan if adversarial else 0.0)
+    np.testing.assert_allclose(r["loss"], expected, rtol=1e-5)
   evals = read_jsonl(workdir, "eval")
   assert len(evals) == 1 and np.isfinite(evals[0]["loss"]) and evals[0]["loss/adversarial"] > 0
 

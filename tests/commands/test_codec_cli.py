@@ -1,0 +1,230 @@
+"""`audiolm-jax tokenize acoustic` and `audiolm-jax generate decode` on a tiny codec checkpoint,
+bad input, and the bitrate experiment (experiments/codec_bitrate.py) on two utterances.
+
+The checkpoint is a real trainer checkpoint of the `codec` task (tiny preset) whose weights are
+drawn with numpy, so no initialiser is compiled; training itself is tested in
+tests/codec/test_codec_task.py.
+"""
+
+import importlib.util
+import json
+import math
+import os
+
+import flax.linen as nn
+import jax
+import numpy as np
+import pytest
+
+from audiolm_jax import cli
+from audiolm_jax import config as config_lib
+from audiolm_jax.codec import task as codec_task
+from audiolm_jax.codec.soundstream import CodecConfig
+from audiolm_jax.commands import tokenize, tokenize_acoustic
+from audiolm_jax.data import corpora
+from audiolm_jax.data.audio import from_int16, load_audio, write_wav
+from audiolm_jax.semantic.tokenizer import num_frames
+from audiolm_jax.train import checkpoint as ckpt_lib
+from audiolm_jax.train import optim
+from audiolm_jax.train import state as state_lib
+from audiolm_jax.train.task import build_task
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+GENERATE = "audiolm_jax.commands.generate"
+
+
+def _has_subcommand(parser, *path):
+  for name in path:
+    subs = [a for a in parser._actions if isinstance(a.choices, dict)]
+    if not subs or name not in subs[0].choices:
+      return False
+    parser = subs[0].choices[name]
+  return True
+
+
+@pytest.fixture(scope="module")
+def main():
+  """`audiolm-jax` in-process, with `generate` and `tokenize acoustic` (also before cli.py and
+  commands/tokenize.py list them)."""
+  with pytest.MonkeyPatch.context() as mp:
+    if GENERATE not in cli.COMMAND_MODULES:
+      mp.setattr(cli, "COMMAND_MODULES", cli.COMMAND_MODULES + (GENERATE,))
+    if not _has_subcommand(cli.build_parser(), "tokenize", "acoustic"):
+      register = tokenize.register
+
+      def register_with_acoustic(subparsers):
+        register(subparsers)
+        group = subparsers.choices["tokenize"]
+        tokenize_acoustic.add_subcommand(
+            next(a for a in group._actions if isinstance(a.choices, dict)))
+
+      mp.setattr(tokenize, "register", register_with_acoustic)
+    yield cli.main
+
+
+def write_codec_checkpoint(workdir: str, step: int = 7) -> str:
+  """A `codec:tiny` trainer checkpoint with numpy weights and codebooks marked trained."""
+  config = config_lib.load_config("codec:tiny")
+  task = build_task(config)
+  tx, _ = optim.make_optimizer(config.optimizer, config.total_steps)
+  abstract = nn.unbox(jax.eval_shape(state_lib.make_init_fn(task, tx, use_ema=False),
+                                     jax.random.key(0)))
+  rng = np.random.default_rng(0)
+
+  def fill(path, leaf):
+    name = getattr(path[-1], "key", getattr(path[-1], "name", None))
+    if name == "kernel":
+      return (rng.normal(size=leaf.shape) / math.sqrt(math.prod(leaf.shape[:-1]))).astype(
+          leaf.dtype)
+    if name == "codebook":
+      return rng.normal(size=leaf.shape).astype(leaf.dtype)
+    if name == "initialized":
+      return np.array(True)
+    return np.zeros(leaf.shape, leaf.dtype)
+
+  state = jax.tree_util.tree_map_with_path(fill, abstract)
+  checkpointer = ckpt_lib.Checkpointer(os.path.join(workdir, "checkpoints"))
+  checkpointer.save(step, state, {}, json.loads(config_lib.to_json(config)))
+  checkpointer.wait_until_finished()
+  checkpointer.close()
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def codec_dir(tmp_path_factory):
+  return write_codec_checkpoint(str(tmp_path_factory.mktemp("codec")))
+
+
+@pytest.fixture(scope="module")
+def wav_files(tmp_path_factory, tiny_data_dir):
+  """Two test utterances as wav files (as read back: 16-bit), with their samples."""
+  source = corpora.data_source("synthetic_speech", "test", tiny_data_dir, "tiny")
+  directory = tmp_path_factory.mktemp("wavs")
+  paths, wavs = [], []
+  for i in (0, 1):
+    paths.append(str(directory / f"utt{i}.wav"))
+    write_wav(paths[-1], from_int16(np.asarray(source[i]["audio"])))
+    wavs.append(load_audio(paths[-1]))
+  return paths, wavs
+
+
+def read_npz(path):
+  with np.load(path, allow_pickle=False) as data:
+    return {k: data[k] for k in data.files}
+
+
+def test_tokenize_acoustic_then_decode(main, codec_dir, wav_files, tmp_path, capsys):
+  paths, wavs = wav_files
+  codes_file = str(tmp_path / "codes.npz")
+  assert main(["tokenize", "acoustic", "--codec", codec_dir, *paths, "--out", codes_file]) == 0
+  out = read_npz(codes_file)
+  codec = codec_task.load_codec(codec_dir)
+  frames = [2 * num_frames(len(w)) for w in wavs]
+  assert list(out["paths"]) == paths and list(out["num_samples"]) == [len(w) for w in wavs]
+  np.testing.assert_array_equal(out["num_frames"], frames)
+  assert out["codes"].shape == (2, max(frames), 4) and out["codes"].dtype == np.int32
+  assert (int(out["codebook_size"]), int(out["sample_rate"]), float(out["frame_rate"])) == (
+      32, 16000, 50.0)
+  for row, (wav, n) in enumerate(zip(wavs, frames)):  # Batched equals alone, padding is -1.
+    alone = np.asarray(codec_task.tokenize_for_lm(codec, wav[None]))[0]
+    np.testing.assert_array_equal(out["codes"][row, :n], alone)
+    assert np.all(out["codes"][row, n:] == codec_task.PAD_CODE)
+  assert "1000 bps" in capsys.readouterr().out  # 4 levels x 5 bits x 50 Hz
+
+  assert main(["generate", "decode", "--codec", codec_dir, codes_file,
+               str(tmp_path / "all.wav")]) == 0
+  for i, wav in enumerate(wavs):
+    decoded = load_audio(str(tmp_path / f"all-{i}.wav"), checks=None)
+    assert decoded.shape == wav.shape  # Cut back to the clip's own length.
+    reference = np.asarray(codec.decode(out["codes"][i:i + 1, :frames[i]]))[0, :len(wav)]
+    np.testing.assert_allclose(decoded, np.clip(reference, -1, 1), atol=2e-4)
+
+  low = str(tmp_path / "low.wav")
+  assert main(["generate", "decode", "--codec", codec_dir, codes_file, low, "--n_q", "1",
+               "--index", "1"]) == 0
+  reference = np.asarray(codec.decode(out["codes"][1:2, :frames[1], :1]))[0, :len(wavs[1])]
+  np.testing.assert_allclose(load_audio(low, checks=None), np.clip(reference, -1, 1),
+                             atol=2e-4)
+  assert "250 bps" in capsys.readouterr().out
+
+
+def test_fewer_levels_are_the_leading_levels(main, codec_dir, wav_files, tmp_path):
+  paths, _ = wav_files
+  all_levels, two = str(tmp_path / "all.npz"), str(tmp_path / "two.npz")
+  assert main(["tokenize", "acoustic", "--codec", codec_dir, paths[0], "--out", all_levels]) == 0
+  assert main(["tokenize", "acoustic", "--codec", codec_dir, paths[0], "--out", two,
+               "--n_q", "2"]) == 0
+  np.testing.assert_array_equal(read_npz(two)["codes"], read_npz(all_levels)["codes"][..., :2])
+
+
+def test_bad_input_is_one_line_and_exit_1(main, codec_dir, wav_files, tmp_path, capsys):
+  paths, _ = wav_files
+  codes_file = str(tmp_path / "codes.npz")
+  assert main(["tokenize", "acoustic", "--codec", codec_dir, paths[0], "--out", codes_file]) == 0
+  other_codec = str(tmp_path / "other.npz")
+  codes = codec_task.AcousticCodes.load(codes_file)
+  codes.codebook_size = 16
+  codes.codes = [c % 16 for c in codes.codes]
+  codes.save(other_codec)
+  cases = {
+      "no checkpoint found": ["tokenize", "acoustic", "--codec", str(tmp_path / "none"),
+                              paths[0], "--out", codes_file],
+      "missing": ["tokenize", "acoustic", "--codec", codec_dir, str(tmp_path / "no.wav"),
+                  "--out", codes_file],
+      "1 to 4 levels": ["tokenize", "acoustic", "--codec", codec_dir, paths[0], "--out",
+                        codes_file, "--n_q", "5"],
+      "holds 4 levels": ["generate", "decode", "--codec", codec_dir, codes_file,
+                         str(tmp_path / "x.wav"), "--n_q", "6"],
+      "holds 1 clip": ["generate", "decode", "--codec", codec_dir, codes_file,
+                       str(tmp_path / "x.wav"), "--index", "3"],
+      "not an npz": ["generate", "decode", "--codec", codec_dir, paths[0],
+                     str(tmp_path / "x.wav")],
+      "16 codes per level": ["generate", "decode", "--codec", codec_dir, other_codec,
+                             str(tmp_path / "x.wav")],
+  }
+  capsys.readouterr()
+  for expected, argv in cases.items():
+    assert main(argv) == 1, expected
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("audiolm-jax: error:"), (expected, errors)
+    assert expected in errors[0], (expected, errors)
+  assert not os.path.exists(tmp_path / "x.wav")
+
+
+@pytest.fixture(scope="module")
+def bitrate_experiment():
+  """experiments/codec_bitrate.py as a module."""
+  spec = importlib.util.spec_from_file_location(
+      "codec_bitrate", os.path.join(REPO, "experiments", "codec_bitrate.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_levels_for_bitrate_matches_the_paper_codec(bitrate_experiment):
+  paper = CodecConfig.from_dict(config_lib.load_config("codec:paper").model)
+  levels = [bitrate_experiment.levels_for_bitrate(paper, 1000 * k) for k in (1.5, 3, 6, 9)]
+  assert levels == [(3, False), (6, False), (12, False), (12, True)]  # 500 bps per level
+
+
+def test_codec_bitrate_experiment(bitrate_experiment, codec_dir, tiny_data_dir, tmp_path):
+  out_dir = str(tmp_path / "results")
+  # The tiny codec has 250 bps per level and 4 levels: 0.5 kbps = 2, 1.5 kbps = 4 (clamped).
+  assert bitrate_experiment.main(["--codec", codec_dir, "--data_dir", tiny_data_dir,
+                                  "--config_name", "tiny", "--max_utterances", "2",
+                                  "--kbps", "0.5,1.5", "--out_dir", out_dir]) == 0
+  with open(os.path.join(out_dir, "codec_bitrate.json")) as f:
+    report = json.load(f)
+  assert report["data"]["utterances"] == 2 and report["codec"]["bps_per_level"] == 250.0
+  assert [(t["n_q"], t["bps"], t["clamped"]) for t in report["targets"]] == [
+      (2, 500.0, False), (4, 1000.0, True)]
+  assert [r["n_q"] for r in report["results"]] == [2, 4]
+  for row in report["results"]:
+    assert 0.0 <= row["wer"] and -0.5 <= row["pesq"] <= 4.7 and 0.0 <= row["mel_distance"]
+    assert row["stoi"] <= 1.0 and math.isfinite(row["si_snr"])
+  original = report["original"]
+  assert original["mel_distance"] == 0.0 and original["stoi"] > 0.99 and original["pesq"] > 4.5
+  assert original["si_snr"] is None and 0.0 <= original["wer"]
+  with open(os.path.join(out_dir, "codec_bitrate.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert bitrate_experiment.main(["--codec", codec_dir, "--kbps", "fast"]) == 1
