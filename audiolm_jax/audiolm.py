@@ -108,10 +108,9 @@ class AudioLM:
 
   def tokenize(self, wav: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
     """wav [B, S] -> (semantic [B, T25] or None, acoustic codes [B, 2*T25, Q])."""
-    from audiolm_jax.semantic.tokenizer import pad_to_frames
+    from audiolm_jax.codec.task import tokenize_for_lm
     wav = np.asarray(wav, np.float32)
-    padded, _ = pad_to_frames(wav, np.ones_like(wav, bool))
-    codes = np.asarray(self.codec.encode(padded))
+    codes = np.asarray(tokenize_for_lm(self.codec, wav))
     semantic = None
     if self.semantic_tokenizer is not None and not self.acoustic_only:
       semantic = np.asarray(self.semantic_tokenizer.tokenize(wav))

@@ -3,6 +3,8 @@
     audiolm-jax train --config experiments/configs/codec.py:cpu --workdir runs/codec
     codec = load_codec("runs/codec")            # latest checkpoint -> soundstream.Codec
     codes = tokenize_for_lm(codec, wav)         # [B, 2 * num_frames(S), Q], 2:1 with semantic
+    wavs = decode_clips(codec, [c[:, :n] ...])  # code sequences of any lengths, batched
+    AcousticCodes.load("codes.npz")             # the file of `audiolm-jax tokenize acoustic`
 
 Train state (`train/state.py`) of this task:
 

@@ -84,10 +84,11 @@ def _register_decode(sub) -> None:
   p.add_argument("out", metavar="OUT.wav", help="the wav to write")
   p.add_argument("--codec", required=True, metavar="RUN",
                  help="a trained codec: its workdir, checkpoints/ or a step directory")
-  p.add_argument("--n_q", type=int, default=None,
+  p.add_argument("--n_q", type=int, default=None, metavar="N",
                  help="decode only the first N levels (a lower bitrate; default: all stored)")
-  p.add_argument("--index", type=int, default=None, help="decode only clip I of the file")
-  p.add_argument("--batch_size", type=int, default=8, help="clips decoded together")
+  p.add_argument("--index", type=int, default=None, metavar="I",
+                 help="decode only clip I of the file")
+  p.add_argument("--batch_size", type=int, default=8, metavar="B", help="clips decoded together")
   p.set_defaults(func=_decode)
 
 

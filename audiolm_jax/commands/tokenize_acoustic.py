@@ -27,9 +27,9 @@ def add_subcommand(sub) -> None:
   p.add_argument("paths", nargs="+", metavar="AUDIO", help="audio files")
   p.add_argument("--codec", required=True, metavar="RUN",
                  help="a trained codec: its workdir, checkpoints/ or a step directory")
-  p.add_argument("--n_q", type=int, default=None,
+  p.add_argument("--n_q", type=int, default=None, metavar="N",
                  help="keep the first N quantizer levels (default: all of the codec's)")
-  p.add_argument("--batch_size", type=int, default=8, help="files encoded together")
+  p.add_argument("--batch_size", type=int, default=8, metavar="B", help="files encoded together")
   p.add_argument("--out", required=True, metavar="CODES.npz", help="output file")
   p.set_defaults(func=_acoustic)
 

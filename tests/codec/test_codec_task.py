@@ -19,12 +19,12 @@ from audiolm_jax.train.metrics import read_jsonl
 from audiolm_jax.train.task import build_task
 from audiolm_jax.train.trainer import train
 
-STEPS, WARMUP = 3, 2  # Discriminators frozen for updates 0 and 1, trained in update 2.
+STEPS, WARMUP = 3, 2  # Discriminators frozen in updates 0 and 1, trained in update 2.
 
 
 def tiny_config(data_dir, **overrides):
   pairs = {"data.data_dir": data_dir, "total_steps": STEPS, "disc_warmup_steps": WARMUP,
-           "checkpoint_every": 1, "keep_checkpoints": STEPS, "eval_every": STEPS,
+           "checkpoint_every": WARMUP, "eval_every": STEPS,
            "eval_steps": 1, "log_every": 1, "progress_bar": False,
            "peak_flops_per_device": 1e12, **overrides}
   return load_config("codec:tiny", [(k, str(v)) for k, v in pairs.items()])
@@ -67,17 +67,16 @@ def test_trainer_trains_codec_with_warmup_then_discriminators(run):
   evals = read_jsonl(workdir, "eval")
   assert len(evals) == 1 and np.isfinite(evals[0]["loss"]) and evals[0]["loss/adversarial"] > 0
 
-  states = {s: saved(workdir, s) for s in (1, 2, 3)}
-  for s in (1, 2, 3):
-    extra = states[s]["extra"]
-    assert int(extra["updates"]) == s
-    assert bool(extra["vq_stats"]["quantizer"]["initialized"])  # k-means ran on batch one.
-  disc = {s: states[s]["extra"]["discriminator"] for s in states}
-  assert not differs(disc[1], disc[2])                          # frozen during the warm-up
-  assert differs(disc[2], disc[3])                              # trained after it
-  for a, b in ((1, 2), (2, 3)):  # Generator and codebooks move every step.
-    assert differs(states[a]["params"], states[b]["params"])
-    assert differs(states[a]["extra"]["vq_stats"], states[b]["extra"]["vq_stats"])
+  warm, last = saved(workdir, WARMUP), saved(workdir, STEPS)  # The checkpoints written.
+  for state, step in ((warm, WARMUP), (last, STEPS)):
+    assert int(state["extra"]["updates"]) == step
+    assert bool(state["extra"]["vq_stats"]["quantizer"]["initialized"])  # k-means ran
+  # Frozen during the warm-up: the discriminators' optimizer never moved (count, moments 0).
+  assert not any(np.any(x) for x in jax.tree.leaves(warm["extra"]["disc_opt_state"]))
+  assert any(np.any(x) for x in jax.tree.leaves(last["extra"]["disc_opt_state"]))
+  assert differs(warm["extra"]["discriminator"], last["extra"]["discriminator"])
+  assert differs(warm["params"], last["params"])
+  assert differs(warm["extra"]["vq_stats"], last["extra"]["vq_stats"])
 
 
 def test_load_codec_reads_the_latest_generator_and_codebooks(run):
@@ -88,7 +87,7 @@ def test_load_codec_reads_the_latest_generator_and_codebooks(run):
   assert not differs(codec.variables["vq_stats"], latest["extra"]["vq_stats"])
   assert codec.num_quantizers == 4 and codec.frame_rate == 50.0
   # Any step directory works too, and gives that step.
-  older = codec_task.load_codec(os.path.join(workdir, "checkpoints", "1"))
+  older = codec_task.load_codec(os.path.join(workdir, "checkpoints", str(WARMUP)))
   assert differs(older.variables["params"], codec.variables["params"])
 
 
@@ -97,14 +96,12 @@ def test_tokenize_for_lm_gives_two_frames_per_semantic_frame(run, tiny_data_dir)
   wav = from_int16(np.asarray(corpora.data_source(
       "synthetic_speech", "test", tiny_data_dir, "tiny")[0]["audio"]))
   # S mod 640 in (0, 320] is where the unpadded clip would have one frame too few.
-  for samples in (6400, 6400 + 320, 6400 + 321):
+  for samples in (6400, 6400 + 320):
     clip = wav[None, :samples]
     codes = np.asarray(codec_task.tokenize_for_lm(codec, clip))
     assert codes.shape == (1, 2 * num_frames(samples), 4) and codes.dtype == np.int32
     direct = np.asarray(codec.encode(clip))  # [1, ceil(S / 320), Q]: the same leading frames
     np.testing.assert_array_equal(codes[:, :direct.shape[1]], direct)
-  np.testing.assert_array_equal(codec_task.tokenize_for_lm(codec, wav[None, :6400], n_q=2),
-                                codec_task.tokenize_for_lm(codec, wav[None, :6400])[..., :2])
 
 
 def test_load_codec_reports_bad_workdirs(run, tmp_path):

@@ -20,7 +20,6 @@ from audiolm_jax import cli
 from audiolm_jax import config as config_lib
 from audiolm_jax.codec import task as codec_task
 from audiolm_jax.codec.soundstream import CodecConfig
-from audiolm_jax.commands import tokenize, tokenize_acoustic
 from audiolm_jax.data import corpora
 from audiolm_jax.data.audio import from_int16, load_audio, write_wav
 from audiolm_jax.semantic.tokenizer import num_frames
@@ -30,36 +29,6 @@ from audiolm_jax.train import state as state_lib
 from audiolm_jax.train.task import build_task
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-GENERATE = "audiolm_jax.commands.generate"
-
-
-def _has_subcommand(parser, *path):
-  for name in path:
-    subs = [a for a in parser._actions if isinstance(a.choices, dict)]
-    if not subs or name not in subs[0].choices:
-      return False
-    parser = subs[0].choices[name]
-  return True
-
-
-@pytest.fixture(scope="module")
-def main():
-  """`audiolm-jax` in-process, with `generate` and `tokenize acoustic` (also before cli.py and
-  commands/tokenize.py list them)."""
-  with pytest.MonkeyPatch.context() as mp:
-    if GENERATE not in cli.COMMAND_MODULES:
-      mp.setattr(cli, "COMMAND_MODULES", cli.COMMAND_MODULES + (GENERATE,))
-    if not _has_subcommand(cli.build_parser(), "tokenize", "acoustic"):
-      register = tokenize.register
-
-      def register_with_acoustic(subparsers):
-        register(subparsers)
-        group = subparsers.choices["tokenize"]
-        tokenize_acoustic.add_subcommand(
-            next(a for a in group._actions if isinstance(a.choices, dict)))
-
-      mp.setattr(tokenize, "register", register_with_acoustic)
-    yield cli.main
 
 
 def write_codec_checkpoint(workdir: str, step: int = 7) -> str:
@@ -113,10 +82,10 @@ def read_npz(path):
     return {k: data[k] for k in data.files}
 
 
-def test_tokenize_acoustic_then_decode(main, codec_dir, wav_files, tmp_path, capsys):
+def test_tokenize_acoustic_then_decode(codec_dir, wav_files, tmp_path, capsys):
   paths, wavs = wav_files
   codes_file = str(tmp_path / "codes.npz")
-  assert main(["tokenize", "acoustic", "--codec", codec_dir, *paths, "--out", codes_file]) == 0
+  assert cli.main(["tokenize", "acoustic", "--codec", codec_dir, *paths, "--out", codes_file]) == 0
   out = read_npz(codes_file)
   codec = codec_task.load_codec(codec_dir)
   frames = [2 * num_frames(len(w)) for w in wavs]
@@ -131,8 +100,8 @@ def test_tokenize_acoustic_then_decode(main, codec_dir, wav_files, tmp_path, cap
     assert np.all(out["codes"][row, n:] == codec_task.PAD_CODE)
   assert "1000 bps" in capsys.readouterr().out  # 4 levels x 5 bits x 50 Hz
 
-  assert main(["generate", "decode", "--codec", codec_dir, codes_file,
-               str(tmp_path / "all.wav")]) == 0
+  assert cli.main(["generate", "decode", "--codec", codec_dir, codes_file,
+                   str(tmp_path / "all.wav")]) == 0
   for i, wav in enumerate(wavs):
     decoded = load_audio(str(tmp_path / f"all-{i}.wav"), checks=None)
     assert decoded.shape == wav.shape  # Cut back to the clip's own length.
@@ -140,27 +109,29 @@ def test_tokenize_acoustic_then_decode(main, codec_dir, wav_files, tmp_path, cap
     np.testing.assert_allclose(decoded, np.clip(reference, -1, 1), atol=2e-4)
 
   low = str(tmp_path / "low.wav")
-  assert main(["generate", "decode", "--codec", codec_dir, codes_file, low, "--n_q", "1",
-               "--index", "1"]) == 0
+  assert cli.main(["generate", "decode", "--codec", codec_dir, codes_file, low, "--n_q", "1",
+                   "--index", "1"]) == 0
   reference = np.asarray(codec.decode(out["codes"][1:2, :frames[1], :1]))[0, :len(wavs[1])]
   np.testing.assert_allclose(load_audio(low, checks=None), np.clip(reference, -1, 1),
                              atol=2e-4)
   assert "250 bps" in capsys.readouterr().out
 
 
-def test_fewer_levels_are_the_leading_levels(main, codec_dir, wav_files, tmp_path):
+def test_fewer_levels_are_the_leading_levels(codec_dir, wav_files, tmp_path):
   paths, _ = wav_files
   all_levels, two = str(tmp_path / "all.npz"), str(tmp_path / "two.npz")
-  assert main(["tokenize", "acoustic", "--codec", codec_dir, paths[0], "--out", all_levels]) == 0
-  assert main(["tokenize", "acoustic", "--codec", codec_dir, paths[0], "--out", two,
-               "--n_q", "2"]) == 0
+  assert cli.main(["tokenize", "acoustic", "--codec", codec_dir, paths[0],
+                   "--out", all_levels]) == 0
+  assert cli.main(["tokenize", "acoustic", "--codec", codec_dir, paths[0], "--out", two,
+                   "--n_q", "2"]) == 0
   np.testing.assert_array_equal(read_npz(two)["codes"], read_npz(all_levels)["codes"][..., :2])
 
 
-def test_bad_input_is_one_line_and_exit_1(main, codec_dir, wav_files, tmp_path, capsys):
+def test_bad_input_is_one_line_and_exit_1(codec_dir, wav_files, tmp_path, capsys):
   paths, _ = wav_files
   codes_file = str(tmp_path / "codes.npz")
-  assert main(["tokenize", "acoustic", "--codec", codec_dir, paths[0], "--out", codes_file]) == 0
+  assert cli.main(["tokenize", "acoustic", "--codec", codec_dir, paths[0],
+                   "--out", codes_file]) == 0
   other_codec = str(tmp_path / "other.npz")
   codes = codec_task.AcousticCodes.load(codes_file)
   codes.codebook_size = 16
@@ -184,7 +155,7 @@ def test_bad_input_is_one_line_and_exit_1(main, codec_dir, wav_files, tmp_path, 
   }
   capsys.readouterr()
   for expected, argv in cases.items():
-    assert main(argv) == 1, expected
+    assert cli.main(argv) == 1, expected
     errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("audiolm-jax: error:"), (expected, errors)
     assert expected in errors[0], (expected, errors)
@@ -203,22 +174,25 @@ def bitrate_experiment():
 
 def test_levels_for_bitrate_matches_the_paper_codec(bitrate_experiment):
   paper = CodecConfig.from_dict(config_lib.load_config("codec:paper").model)
-  levels = [bitrate_experiment.levels_for_bitrate(paper, 1000 * k) for k in (1.5, 3, 6, 9)]
-  assert levels == [(3, False), (6, False), (12, False), (12, True)]  # 500 bps per level
+  levels = [bitrate_experiment.levels_for_bitrate(paper, 1000 * k)
+            for k in (0.1, 1.5, 1.75, 1.76, 3, 6, 9)]                   # 500 bps per level
+  assert levels == [(1, True), (3, False), (3, False), (4, False), (6, False), (12, False),
+                    (12, True)]
 
 
 def test_codec_bitrate_experiment(bitrate_experiment, codec_dir, tiny_data_dir, tmp_path):
   out_dir = str(tmp_path / "results")
-  # The tiny codec has 250 bps per level and 4 levels: 0.5 kbps = 2, 1.5 kbps = 4 (clamped).
+  # The tiny codec has 250 bps per level and 4 levels: 1 kbps is all 4, so is 1.5 (clamped);
+  # both targets share one decoding.
   assert bitrate_experiment.main(["--codec", codec_dir, "--data_dir", tiny_data_dir,
                                   "--config_name", "tiny", "--max_utterances", "2",
-                                  "--kbps", "0.5,1.5", "--out_dir", out_dir]) == 0
+                                  "--kbps", "1,1.5", "--out_dir", out_dir]) == 0
   with open(os.path.join(out_dir, "codec_bitrate.json")) as f:
     report = json.load(f)
   assert report["data"]["utterances"] == 2 and report["codec"]["bps_per_level"] == 250.0
   assert [(t["n_q"], t["bps"], t["clamped"]) for t in report["targets"]] == [
-      (2, 500.0, False), (4, 1000.0, True)]
-  assert [r["n_q"] for r in report["results"]] == [2, 4]
+      (4, 1000.0, False), (4, 1000.0, True)]
+  assert [r["n_q"] for r in report["results"]] == [4]
   for row in report["results"]:
     assert 0.0 <= row["wer"] and -0.5 <= row["pesq"] <= 4.7 and 0.0 <= row["mel_distance"]
     assert row["stoi"] <= 1.0 and math.isfinite(row["si_snr"])
