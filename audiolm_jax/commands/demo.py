@@ -197,7 +197,7 @@ def _last_metrics(workdir: str) -> dict:
     with open(path) as f:
       for line in f:
         row = json.loads(line)
-        if any(k.startswith("eval") for k in row):
+        if row.get("split") == "eval":
           last_eval = row
         elif "loss" in row:
           last = row
