@@ -22,18 +22,24 @@ def codec_config(preset: str = "paper") -> soundstream.CodecConfig:
   return soundstream.CodecConfig.from_dict(cfg.model)
 
 
-def random_variables(config: soundstream.CodecConfig, seed: int = 0):
-  """Variables with the model's shapes, filled on the host (no slow random-init compile)."""
-  shapes = jax.eval_shape(lambda: soundstream.init(config, jax.random.key(seed)))
+def fill_like(shapes, seed: int, integer_fill: int = 0):
+  """Arrays of the (abstract, possibly boxed) `shapes`, filled on the host: floats with
+  fan-in-scaled normal noise, integers with `integer_fill` (no slow random-init compile)."""
   rng = np.random.default_rng(seed)
 
   def fill(s):
     if np.issubdtype(s.dtype, np.floating):
       scale = 1.0 / np.sqrt(max(1, np.prod(s.shape[:-1])))
       return jnp.asarray(rng.normal(0, scale, s.shape).astype(s.dtype))
-    return jnp.ones(s.shape, s.dtype)
+    return jnp.full(s.shape, integer_fill, s.dtype)
 
   return jax.tree.map(fill, nn.unbox(shapes))
+
+
+def random_variables(config: soundstream.CodecConfig, seed: int = 0):
+  """Codec variables with the model's shapes and random weights (codebooks marked ready)."""
+  shapes = jax.eval_shape(lambda: soundstream.init(config, jax.random.key(seed)))
+  return fill_like(shapes, seed, integer_fill=1)
 
 
 def throughput(preset: str = "paper", batch: int = 8, seconds: float = 1.0,

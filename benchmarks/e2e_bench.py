@@ -21,19 +21,7 @@ from audiolm_jax.lm.stages import transformer_config
 from audiolm_jax.lm.transformer import Transformer
 from audiolm_jax.semantic import tokenizer as tok
 from audiolm_jax.semantic import w2v_bert
-from benchmarks.codec_bench import random_variables
-
-
-def _fill(shapes, seed: int):
-  rng = np.random.default_rng(seed)
-
-  def fill(s):
-    if np.issubdtype(s.dtype, np.floating):
-      scale = 1.0 / np.sqrt(max(1, np.prod(s.shape[:-1])))
-      return jnp.asarray(rng.normal(0, scale, s.shape).astype(s.dtype))
-    return jnp.zeros(s.shape, s.dtype)
-
-  return jax.tree.map(fill, nn.unbox(shapes))
+from benchmarks.codec_bench import fill_like, random_variables
 
 
 def random_audiolm(preset: str = "cpu") -> AudioLM:
@@ -41,7 +29,7 @@ def random_audiolm(preset: str = "cpu") -> AudioLM:
   codec = soundstream.Codec(codec_cfg, random_variables(codec_cfg))
   w2v = load_config(f"w2v_bert.py:{preset}")
   w2v_cfg = w2v_bert.W2VBertConfig.from_config(w2v.model)
-  params = _fill(jax.eval_shape(lambda: w2v_bert.init_params(w2v_cfg, jax.random.key(0))), 1)
+  params = fill_like(jax.eval_shape(lambda: w2v_bert.init_params(w2v_cfg, jax.random.key(0))), 1)
   extractor = w2v_bert.feature_extractor(w2v_cfg, params, int(w2v.tokenizer.layer))
   k = int(w2v.tokenizer.num_clusters)
   centroids = np.random.default_rng(2).normal(size=(k, extractor.dim)).astype(np.float32)
@@ -52,7 +40,7 @@ def random_audiolm(preset: str = "cpu") -> AudioLM:
     cfg = load_config(f"{name}.py:{preset}")
     model = Transformer(transformer_config(cfg))
     shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))
-    stages.append(StageModel(cfg, _fill(shapes["params"], 10 + i)))
+    stages.append(StageModel(cfg, fill_like(shapes["params"], 10 + i)))
   return AudioLM(codec, tokenizer, *stages)
 
 

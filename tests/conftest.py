@@ -20,3 +20,10 @@ def tiny_data_dir(tmp_path_factory):
   corpora.build("synthetic_speech", size="tiny", data_dir=data_dir, workers=2)
   corpora.build("synthetic_piano", size="tiny", data_dir=data_dir, workers=2)
   return data_dir
+
+
+def pytest_sessionfinish(session, exitstatus):
+  """Orbax/tensorstore futures of the corrupt-checkpoint tests fail by design; asyncio would
+  log them during pytest's final garbage collection, after the summary line. Quiet that."""
+  import logging
+  logging.getLogger("asyncio").setLevel(logging.CRITICAL)

@@ -70,7 +70,7 @@ from audiolm_jax.codec import losses
 from audiolm_jax.codec.discriminators import (CodecDiscriminator, DiscriminatorConfig,
                                               DiscriminatorOutput)
 from audiolm_jax.codec.soundstream import Codec, CodecConfig, SoundStream
-from audiolm_jax.data.pipeline import AudioDataConfig, make_audio_iterator
+from audiolm_jax.data.pipeline import AudioDataConfig, SelectKeys, make_audio_iterator
 from audiolm_jax.errors import CheckpointError, ConfigError, DataError
 from audiolm_jax.quantization.rvq import RNG_STREAM, VQ_STATS
 from audiolm_jax.semantic import tokenizer as semantic_tokenizer
@@ -88,26 +88,6 @@ BATCH_KEYS = ("audio", "valid")
 CODES_FILE_KEYS = ("codes", "num_frames", "num_samples", "paths", "codebook_size",
                    "sample_rate", "frame_rate")
 PAD_CODE = -1
-
-
-class _SelectKeys:
-  """A data iterator yielding only `keys` of each batch, with the wrapped one's state."""
-
-  def __init__(self, iterator, keys: tuple[str, ...]):
-    self._iterator, self._keys = iterator, keys
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict[str, Any]:
-    batch = next(self._iterator)
-    return {k: batch[k] for k in self._keys}
-
-  def get_state(self) -> dict[str, Any]:
-    return self._iterator.get_state()
-
-  def set_state(self, state: dict[str, Any]) -> None:
-    self._iterator.set_state(state)
 
 
 def _per_row(fn: Callable[..., Array], *trees) -> Array:
@@ -174,7 +154,7 @@ class CodecTask(Task):
         self.data_cfg, batch_size=self.config.batch_size // process_count,
         seed=self.config.seed, split=split, process_index=process_index,
         process_count=process_count, train=split == self.data_cfg.split)
-    return _SelectKeys(iterator, BATCH_KEYS)
+    return SelectKeys(iterator, BATCH_KEYS)
 
   def batch_spec(self, batch_size):
     return {"audio": jax.ShapeDtypeStruct((batch_size, self.crop_samples), jnp.float32),

@@ -152,6 +152,27 @@ def process_rows(ds: grain.MapDataset, *, rows: int, process_index: int, process
   return grain.MapDataset.range(num_batches * rows).map(row)
 
 
+class SelectKeys:
+  """A data iterator yielding only `keys` of each batch, with the wrapped one's state
+  (tasks use it to keep host-only entries, such as ids, off the device)."""
+
+  def __init__(self, iterator, keys: tuple[str, ...]):
+    self._iterator, self._keys = iterator, keys
+
+  def __iter__(self):
+    return self
+
+  def __next__(self) -> dict[str, Any]:
+    batch = next(self._iterator)
+    return {k: batch[k] for k in self._keys}
+
+  def get_state(self) -> dict[str, Any]:
+    return self._iterator.get_state()
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._iterator.set_state(state)
+
+
 class AudioIterator:
   """Batches of fixed shape with `get_state` / `set_state` (the contract the trainer uses)."""
 

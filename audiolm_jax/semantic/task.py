@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from audiolm_jax.data.pipeline import AudioDataConfig, make_audio_iterator
+from audiolm_jax.data.pipeline import AudioDataConfig, SelectKeys, make_audio_iterator
 from audiolm_jax.errors import CheckpointError, ConfigError
 from audiolm_jax.semantic import losses
 from audiolm_jax.semantic.tokenizer import (META_FILE, SAMPLES_PER_FRAME, FeatureExtractor,
@@ -67,26 +67,6 @@ log = logging.getLogger(__name__)
 
 # The batch entries the step uses (the pipeline also yields ids, which stay on the host).
 BATCH_KEYS = ("audio", "mask", "valid")
-
-
-class _SelectKeys:
-  """A data iterator yielding only `keys` of each batch, with the wrapped one's state."""
-
-  def __init__(self, iterator, keys: tuple[str, ...]):
-    self._iterator, self._keys = iterator, keys
-
-  def __iter__(self):
-    return self
-
-  def __next__(self) -> dict[str, Any]:
-    batch = next(self._iterator)
-    return {k: batch[k] for k in self._keys}
-
-  def get_state(self) -> dict[str, Any]:
-    return self._iterator.get_state()
-
-  def set_state(self, state: dict[str, Any]) -> None:
-    self._iterator.set_state(state)
 
 
 @register("w2v_bert")
@@ -114,7 +94,7 @@ class W2VBertTask(Task):
                                    split=split, process_index=process_index,
                                    process_count=process_count,
                                    train=split == self.data_cfg.split)
-    return _SelectKeys(iterator, BATCH_KEYS)
+    return SelectKeys(iterator, BATCH_KEYS)
 
   def batch_spec(self, batch_size):
     s = self.crop_samples
