@@ -118,30 +118,28 @@ class _Demo:
           max_examples=None if limit < 0 else limit)
       self.metrics["token_cache"] = {k: v for k, v in summary.items() if k != "path"}
 
-  def stage_overrides(self) -> tuple[str, ...]:
-    """Vocabulary sizes from the trained parts, so the stages always match them."""
+  def stages(self):
+    """The three stages on the token cache, their vocabularies read from the trained parts
+    (so a stage always matches the codec and tokenizer it will be used with)."""
     from audiolm_jax.codec.task import load_codec
     from audiolm_jax.semantic.task import load_semantic_tokenizer
     codec = load_codec(self.part("codec"))
     tokenizer = load_semantic_tokenizer(self.part("semantic_tokenizer"), self.part("w2v_bert"))
-    return (f"--config.data.tokens_dir={self.part('tokens')}",
-            f"codebook_size={tokenizer.num_clusters}",
-            f"acoustic_codebook_size={codec.config.codebook_size}",
-            f"num_quantizers={codec.num_quantizers}")
-
-  def stages(self):
-    tokens_dir, k_s, k_a, q = self.stage_overrides()
-    tokens_dir = (tokens_dir, f"--config.batch_size={self.cfg.stage_batch_size}")
+    k_semantic, k_acoustic = tokenizer.num_clusters, codec.config.codebook_size
+    common = (f"--config.data.tokens_dir={self.part('tokens')}",
+              f"--config.batch_size={self.cfg.stage_batch_size}")
     p = self.cfg.preset
     self.metrics["semantic_lm"] = self.train(
-        f"semantic_lm.py:{p}", self.part("semantic_lm"), self.cfg.semantic_lm_steps, *tokens_dir,
-        f"--config.stage.{k_s}")
+        f"semantic_lm.py:{p}", self.part("semantic_lm"), self.cfg.semantic_lm_steps, *common,
+        f"--config.stage.codebook_size={k_semantic}")
     self.metrics["coarse_lm"] = self.train(
-        f"coarse_lm.py:{p}", self.part("coarse_lm"), self.cfg.coarse_lm_steps, *tokens_dir,
-        f"--config.stage.semantic_{k_s}", f"--config.stage.{k_a}")
+        f"coarse_lm.py:{p}", self.part("coarse_lm"), self.cfg.coarse_lm_steps, *common,
+        f"--config.stage.semantic_codebook_size={k_semantic}",
+        f"--config.stage.acoustic_codebook_size={k_acoustic}")
     self.metrics["fine_lm"] = self.train(
-        f"fine_lm.py:{p}", self.part("fine_lm"), self.cfg.fine_lm_steps, *tokens_dir,
-        f"--config.stage.{k_a}", f"--config.stage.{q}")
+        f"fine_lm.py:{p}", self.part("fine_lm"), self.cfg.fine_lm_steps, *common,
+        f"--config.stage.acoustic_codebook_size={k_acoustic}",
+        f"--config.stage.num_quantizers={codec.num_quantizers}")
 
   def continuations(self):
     import jax
