@@ -184,16 +184,19 @@ class SoundStream(nn.Module):
     self.quantizer = ResidualVectorQuantizer(self.config.rvq)
     self.decoder = SEANetDecoder(self.config)
 
-  def __call__(self, wav: Array, train: bool = False) -> CodecOutput:
+  def __call__(self, wav: Array, train: bool = False,
+               mask: Array | None = None) -> CodecOutput:
     """Encodes, quantises (with dropout and codebook updates when training) and decodes.
 
     Args:
       wav: [B, S] waveforms; S is padded up to whole frames and the output trimmed back.
       train: training mode of the quantiser.
+      mask: optional [B] validity of the rows; invalid rows take no part in the quantiser's
+        commitment loss and codebook statistics (see `ResidualVectorQuantizer`).
     """
     num_samples = wav.shape[1]
     result = self.quantizer(self.encoder(pad_to_frames(wav, self.config.hop_length)),
-                            train=train)
+                            train=train, mask=mask)
     audio = self.decoder(result.quantized)[:, :num_samples]                       # [B, S]
     return CodecOutput(audio=audio, quantizer=result)
 

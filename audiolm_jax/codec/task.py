@@ -36,10 +36,9 @@ more after the warm-up than it saves during it; the paper preset has no warm-up.
 
 Valid rows: a record the pipeline could not read arrives as an all-zero row with
 `valid = False`. Every loss term is computed per row (`_per_row`) and averaged over valid rows
-only, and `LossOutput.weight` is the number of valid rows. Two batch-level quantities still see
-such rows (the RVQ takes no row mask): the commitment loss and the codebook statistics; an
-all-zero row adds one constant vector per level, which neither poisons nor moves them much.
-Samples after the end of a short clip are silence the codec must reproduce as well, so the
+only, and `LossOutput.weight` is the number of valid rows. The RVQ gets the row mask too, so
+the commitment loss and the codebook statistics (k-means initialisation, EMA, dead-code
+restarts, perplexity) see valid rows only. Samples after the end of a short clip are silence the codec must reproduce as well, so the
 sample mask is not used.
 
 The discriminators compute in float32 whatever `config.compute_dtype` says; the generator's
@@ -183,13 +182,13 @@ class CodecTask(Task):
     """True once the discriminators are on: after `disc_warmup_steps` updates."""
     return extra["updates"] >= self.disc_warmup_steps
 
-  def _codec_pass(self, params, vq_stats, wav, rng, train: bool):
+  def _codec_pass(self, params, vq_stats, wav, valid, rng, train: bool):
     """`(CodecOutput, vq_stats)`: training mode updates the codebooks (and drops levels)."""
     variables = {"params": params, VQ_STATS: vq_stats}
     if not train:
-      return self.model.apply(variables, wav), vq_stats
-    output, mutated = self.model.apply(variables, wav, train=True, rngs={RNG_STREAM: rng},
-                                       mutable=[VQ_STATS])
+      return self.model.apply(variables, wav, mask=valid), vq_stats
+    output, mutated = self.model.apply(variables, wav, train=True, mask=valid,
+                                       rngs={RNG_STREAM: rng}, mutable=[VQ_STATS])
     return output, mutated[VQ_STATS]
 
   def _discriminate(self, disc_params, real_wav, fake_wav):
@@ -203,7 +202,7 @@ class CodecTask(Task):
   def loss(self, params, extra, batch, rng, *, train):
     valid = batch["valid"].astype(bool)                                            # [B]
     wav = jnp.where(valid[:, None], batch["audio"].astype(jnp.float32), 0.0)       # [B, S]
-    output, vq_stats = self._codec_pass(params, extra[VQ_STATS], wav, rng, train)
+    output, vq_stats = self._codec_pass(params, extra[VQ_STATS], wav, valid, rng, train)
     reconstruction = output.audio.astype(jnp.float32)                              # [B, S]
     # Two passes: only the fake one is differentiated (a stacked pass would backpropagate
     # through the real half too).
@@ -229,7 +228,8 @@ class CodecTask(Task):
   def update_extra(self, params, extra, batch, rng):
     valid = batch["valid"].astype(bool)
     wav = jnp.where(valid[:, None], batch["audio"].astype(jnp.float32), 0.0)
-    output, _ = self._codec_pass(params, extra[VQ_STATS], wav, rng, train=True)
+    output, _ = self._codec_pass(params, extra[VQ_STATS], wav, valid, rng,
+                                    train=True)
     reconstruction = jax.lax.stop_gradient(output.audio.astype(jnp.float32))
 
     def loss_fn(disc_params):

@@ -119,27 +119,43 @@ def _cluster_sums(onehot: Array, x: Array) -> Array:
   return jnp.einsum("nk,nd->kd", onehot, x, precision=jax.lax.Precision.HIGHEST)
 
 
-def _sample_rows(key: Array, x: Array, n: int) -> Array:
-  """`n` rows of x [N, D], without replacement when N >= n."""
-  idx = jax.random.choice(key, x.shape[0], (n,), replace=x.shape[0] < n)
+def _sample_rows(key: Array, x: Array, n: int, weights: Array | None = None) -> Array:
+  """`n` rows of x [N, D], drawn in proportion to `weights` [N] (0 excludes a row).
+
+  Without weights (or when they are all zero) every row is equally likely; draws are without
+  replacement when N >= n and there are no weights.
+  """
+  if weights is None:
+    idx = jax.random.choice(key, x.shape[0], (n,), replace=x.shape[0] < n)
+  else:
+    p = jnp.where(weights.sum() > 0, weights, jnp.ones_like(weights))
+    idx = jax.random.categorical(key, jnp.log(p), shape=(n,))
   return x[idx]
 
 
-def lloyd_kmeans(x: Array, num_clusters: int, iters: int, key: Array) -> tuple[Array, Array]:
-  """Lloyd's k-means of x [N, D], seeded by k-means++.
+def lloyd_kmeans(x: Array, num_clusters: int, iters: int, key: Array,
+                 weights: Array | None = None) -> tuple[Array, Array]:
+  """Lloyd's k-means of x [N, D], seeded by k-means++, with optional row weights [N].
 
-  Returns (centroids [K, D], cluster sizes [K] of the final assignment). A cluster that
-  loses all its points keeps its previous centroid.
+  Returns (centroids [K, D], weighted cluster sizes [K] of the final assignment). A cluster
+  that loses all its points keeps its previous centroid; rows of weight 0 (padding) neither
+  seed nor move a centroid.
   """
+  w = jnp.ones(x.shape[:1], x.dtype) if weights is None else weights.astype(x.dtype)
+  w = jnp.where(w.sum() > 0, w, jnp.ones_like(w))  # nothing valid: better than no centroids
+
+  def assign(centroids):
+    return jax.nn.one_hot(nearest_code(x, centroids), num_clusters, dtype=x.dtype) * w[:, None]
+
   def step(_, centroids):
-    onehot = jax.nn.one_hot(nearest_code(x, centroids), num_clusters, dtype=x.dtype)  # [N, K]
+    onehot = assign(centroids)                                                     # [N, K]
     counts = onehot.sum(0)
     sums = _cluster_sums(onehot, x)                                                # [K, D]
     return jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], centroids)
 
-  centroids = jax.lax.fori_loop(0, iters, step, kmeans_plusplus_init(key, x, num_clusters))
-  counts = jax.nn.one_hot(nearest_code(x, centroids), num_clusters, dtype=x.dtype).sum(0)
-  return centroids, counts
+  centroids = jax.lax.fori_loop(0, iters, step,
+                                kmeans_plusplus_init(key, x, num_clusters, weights=w))
+  return centroids, assign(centroids).sum(0)
 
 
 def perplexity(counts: Array) -> Array:
@@ -205,7 +221,8 @@ class ResidualVectorQuantizer(nn.Module):
     self.initialized = self.variable(
         VQ_STATS, "initialized", nn.with_logical_partitioning(lambda: jnp.array(False), ()))
 
-  def __call__(self, x: Array, train: bool = False) -> QuantizedResult:
+  def __call__(self, x: Array, train: bool = False,
+               mask: Array | None = None) -> QuantizedResult:
     """Quantises x [B, T, D]; in training also updates the codebooks.
 
     Args:
@@ -213,6 +230,10 @@ class ResidualVectorQuantizer(nn.Module):
       train: draw quantiser dropout, initialise codebooks by k-means on the first call, update
         them by EMA and restart dead codes. Does nothing to the statistics while the model is
         being initialised.
+      mask: optional [B] or [B, T] validity of the examples / frames (1 valid, 0 padding or
+        an unreadable record). Masked vectors are still quantised, but they take no part in
+        the commitment loss, the usage statistics, the k-means initialisation, the EMA update
+        or the dead-code restarts.
     """
     c = self.config
     b, t, d = x.shape
@@ -227,18 +248,26 @@ class ResidualVectorQuantizer(nn.Module):
       rng = self.make_rng(RNG_STREAM) if update else jax.random.key(0)
       n_q = jnp.full((b,), q_levels, jnp.int32)
     active = (jnp.arange(q_levels)[None, :] < n_q[:, None]).astype(jnp.float32)   # [B, Q]
+    if mask is None:
+      valid = jnp.ones((b, t), jnp.float32)
+    else:
+      valid = jnp.broadcast_to(
+          mask.astype(jnp.float32).reshape(b, -1), (b, t))                        # [B, T]
     initialized = self.initialized.value
 
     def level(residual, inputs):                # residual: [N, D] entering this level
       codebook, cluster_size, embed_sum, active_q, key = inputs
       # Codebook statistics never carry gradients; only the commitment term below does.
       flat = jax.lax.stop_gradient(residual)                                      # [N, D]
-      weight = jnp.repeat(active_q, t)                                            # [N]
+      # Usage statistics count the vectors this level quantises for valid frames; the k-means
+      # initialisation and restarts draw from every valid frame's residual (dropout or not).
+      weight = (active_q[:, None] * valid).reshape(b * t)                        # [N]
       if update:
         init_key, restart_key = jax.random.split(key)
 
         def kmeans_init():
-          centroids, counts = lloyd_kmeans(flat, k, c.kmeans_iters, init_key)
+          centroids, counts = lloyd_kmeans(flat, k, c.kmeans_iters, init_key,
+                                           valid.reshape(b * t))
           return centroids, counts, centroids * counts[:, None]
 
         codebook, cluster_size, embed_sum = jax.lax.cond(
@@ -254,7 +283,7 @@ class ResidualVectorQuantizer(nn.Module):
         cluster_size, embed_sum, codebook = ema_update(
             k, c.decay, c.epsilon, cluster_size, embed_sum, counts, _cluster_sums(onehot, flat))
         dead = cluster_size < c.dead_code_threshold
-        fresh = _sample_rows(restart_key, flat, k)                                # [K, D]
+        fresh = _sample_rows(restart_key, flat, k, valid.reshape(b * t))                        # [K, D]
         codebook = jnp.where(dead[:, None], fresh, codebook)
         embed_sum = jnp.where(dead[:, None], fresh * c.dead_code_threshold, embed_sum)
         cluster_size = jnp.where(dead, c.dead_code_threshold, cluster_size)
@@ -278,7 +307,8 @@ class ResidualVectorQuantizer(nn.Module):
     return QuantizedResult(
         quantized=x + jax.lax.stop_gradient(x_hat - x),
         codes=out["codes"].transpose(1, 2, 0),                                    # [B, T, Q]
-        commitment_loss=out["sq_error"].sum() / (active.sum() * t * d),
+        commitment_loss=out["sq_error"].sum() / jnp.maximum(
+            jnp.einsum("bq,bt->", active, valid) * d, 1.0),
         perplexity=perplexity(out["counts"]),
         dead_fraction=out["dead"],
         n_q=n_q,

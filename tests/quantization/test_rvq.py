@@ -162,6 +162,40 @@ def test_kmeans_initialisation_runs_once_on_the_first_batch():
                              0.99 * stats["cluster_size"] + 0.01 * counts, rtol=1e-5)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def _masked_train_step(vq, stats, x, mask, key):
+  return vq.apply({VQ_STATS: stats}, x, train=True, mask=mask, rngs={"quantizer": key},
+                  mutable=[VQ_STATS])
+
+
+def test_masked_rows_take_no_part_in_statistics_or_losses():
+  vq = _quantizer(num_quantizers=2, codebook_size=4, dim=3, decay=0.9, epsilon=1e-3,
+                  dead_code_threshold=0.0, quantizer_dropout=False)
+  x = np.random.default_rng(1).normal(size=(2, 6, 3)).astype(np.float32)
+  garbage = np.full((1, 6, 3), 50.0, np.float32)   # an invalid row far from every code
+  stats = _stats(2, 4, 3, seed=2)
+  ref, ref_stats = _train(vq, stats, x)
+  out, mutated = _masked_train_step(vq, stats, np.concatenate([x, garbage]),
+                                    np.array([True, True, False]), jax.random.key(0))
+  new = jax.tree.map(np.asarray, nn.unbox(mutated[VQ_STATS]))
+  for name in ("cluster_size", "embed_sum", "codebook"):
+    np.testing.assert_allclose(new[name], ref_stats[name], rtol=1e-5, atol=1e-5, err_msg=name)
+  np.testing.assert_allclose(out.commitment_loss, ref.commitment_loss, rtol=1e-5)
+  np.testing.assert_allclose(out.perplexity, ref.perplexity, rtol=1e-5)
+  np.testing.assert_array_equal(out.codes[:2], ref.codes)   # the valid rows still quantised
+
+  # k-means initialisation and dead-code restarts draw only from valid rows.
+  vq = _quantizer(num_quantizers=1, codebook_size=4, dim=3, dead_code_threshold=1e3,
+                  quantizer_dropout=False)
+  x = np.concatenate([np.random.default_rng(3).normal(size=(2, 16, 3)), garbage[:, :1]
+                      .repeat(16, 1)]).astype(np.float32)
+  for initialized in (False, True):
+    _, mutated = _masked_train_step(vq, _stats(1, 4, 3, initialized=initialized), x,
+                                    np.array([True, True, False]), jax.random.key(1))
+    codebook = np.asarray(nn.unbox(mutated[VQ_STATS])["codebook"])
+    assert np.abs(codebook).max() < 10.0, (initialized, codebook)
+
+
 def test_quantizer_dropout_draws_every_level_count():
   q_levels = 4
   vq = _quantizer(num_quantizers=q_levels, codebook_size=8, dim=4)
