@@ -13,7 +13,10 @@ assigned to each code (VQ-VAE, van den Oord et al. 2017, Appendix A.1), with:
 - **k-means initialisation**: on the first training batch each level runs k-means++ seeding
   and a few Lloyd iterations on its residuals (inside jit, gated by the `initialized` flag);
 - **dead-code restart**: a code whose EMA cluster size falls below `dead_code_threshold` is
-  replaced by a random vector of the current batch at that level;
+  replaced by a random vector of the current batch at that level. With quantiser dropout,
+  level q only sees the examples with `n_q > q`, an expected share `(Q - q) / Q` of the batch,
+  so its threshold is scaled by that share: otherwise the last levels, whose codes all get few
+  vectors, would restart a large part of their codebook at every step;
 - **straight-through estimator**: the output is `x + stop_gradient(x_hat - x)`, so the
   gradient reaches the encoder unchanged, and a **commitment loss** `|r_q - sg(e_q[c_q])|^2`
   pulls the encoder towards its codes;
@@ -62,7 +65,8 @@ class RVQConfig:
     decay: EMA decay of cluster sizes and sums.
     epsilon: Laplace smoothing of the cluster sizes.
     dead_code_threshold: a code whose EMA cluster size (vectors per batch) falls below this is
-      restarted; 0 disables restarts. Keep it well below N / K, a code's share of a batch of
+      restarted; 0 disables restarts. With quantizer dropout level q uses
+      `threshold * (Q - q) / Q`, its expected share of the batch. Keep it well below N / K, a code's share of a batch of
       N vectors under uniform use (EnCodec: 2 with about 5 vectors per code).
     kmeans_iters: Lloyd iterations of the k-means initialisation on the first batch.
     quantizer_dropout: draw `n_q ~ U{1..Q}` per example in training.
@@ -77,6 +81,12 @@ class RVQConfig:
   kmeans_iters: int = 10
   quantizer_dropout: bool = True
   frame_rate: float = 50.0
+
+  def dead_code_thresholds(self) -> jax.Array:
+    """[Q] restart threshold of each level: scaled by its expected share under dropout."""
+    q = self.num_quantizers
+    share = (q - jnp.arange(q, dtype=jnp.float32)) / q if self.quantizer_dropout else jnp.ones(q)
+    return self.dead_code_threshold * share
 
   def bits_per_second(self, n_q: int | None = None) -> float:
     """Bitrate with the first `n_q` levels (all by default): `frame_rate * n_q * log2 K`."""
@@ -256,7 +266,7 @@ class ResidualVectorQuantizer(nn.Module):
     initialized = self.initialized.value
 
     def level(residual, inputs):                # residual: [N, D] entering this level
-      codebook, cluster_size, embed_sum, active_q, key = inputs
+      codebook, cluster_size, embed_sum, active_q, threshold, key = inputs
       # Codebook statistics never carry gradients; only the commitment term below does.
       flat = jax.lax.stop_gradient(residual)                                      # [N, D]
       # Usage statistics count the vectors this level quantises for valid frames; the k-means
@@ -278,15 +288,15 @@ class ResidualVectorQuantizer(nn.Module):
       counts = onehot.sum(0)                                                      # [K]
       # Outside training a code counts as dead up to the threshold itself, the size a restart
       # gives it: it was restarted at the last step and has not attracted vectors since.
-      dead = cluster_size <= c.dead_code_threshold
+      dead = cluster_size <= threshold
       if update:
         cluster_size, embed_sum, codebook = ema_update(
             k, c.decay, c.epsilon, cluster_size, embed_sum, counts, _cluster_sums(onehot, flat))
-        dead = cluster_size < c.dead_code_threshold
+        dead = cluster_size < threshold
         fresh = _sample_rows(restart_key, flat, k, valid.reshape(b * t))                        # [K, D]
         codebook = jnp.where(dead[:, None], fresh, codebook)
-        embed_sum = jnp.where(dead[:, None], fresh * c.dead_code_threshold, embed_sum)
-        cluster_size = jnp.where(dead, c.dead_code_threshold, cluster_size)
+        embed_sum = jnp.where(dead[:, None], fresh * threshold, embed_sum)
+        cluster_size = jnp.where(dead, threshold, cluster_size)
       sq_error = jnp.sum(weight * jnp.sum((residual - quantized) ** 2, axis=-1))
       outputs = dict(codes=codes.reshape(b, t), quantized=quantized.reshape(b, t, d),
                      counts=counts, dead=dead.mean(), sq_error=sq_error, codebook=codebook,
@@ -295,7 +305,8 @@ class ResidualVectorQuantizer(nn.Module):
 
     keys = jax.random.split(rng, q_levels)
     stats = (self.codebook.value, self.cluster_size.value, self.embed_sum.value)
-    _, out = jax.lax.scan(level, x.reshape(b * t, d), (*stats, active.T, keys))
+    _, out = jax.lax.scan(level, x.reshape(b * t, d),
+                          (*stats, active.T, c.dead_code_thresholds(), keys))
     if update:
       self.codebook.value = out["codebook"]
       self.cluster_size.value = out["cluster_size"]

@@ -142,6 +142,20 @@ def test_dead_codes_are_restarted_from_the_batch():
   assert float(_run(vq, "__call__", new, x).dead_fraction[0]) == pytest.approx(0.5)
 
 
+def test_dead_code_threshold_scales_with_each_levels_share_under_dropout():
+  cfg = RVQConfig(num_quantizers=4, dead_code_threshold=2.0)
+  np.testing.assert_allclose(cfg.dead_code_thresholds(), [2.0, 1.5, 1.0, 0.5])
+  cfg = RVQConfig(num_quantizers=4, dead_code_threshold=2.0, quantizer_dropout=False)
+  np.testing.assert_allclose(cfg.dead_code_thresholds(), [2.0] * 4)
+  # Level 1 of 2 (share 1/2): a code at 0.7 vectors per batch lives under threshold 1.0.
+  vq = _quantizer(num_quantizers=2, codebook_size=8, dim=4, dead_code_threshold=1.0,
+                  decay=1.0)
+  stats = _stats(2, 8, 4)
+  stats["cluster_size"][:] = 0.7
+  result = _run(vq, "__call__", stats, np.zeros((1, 2, 4), np.float32))
+  np.testing.assert_allclose(result.dead_fraction, [1.0, 0.0])
+
+
 def test_kmeans_initialisation_runs_once_on_the_first_batch():
   vq = _quantizer(num_quantizers=1, codebook_size=4, dim=2, quantizer_dropout=False)
   rng = np.random.default_rng(0)
