@@ -14,6 +14,11 @@ against the transcripts. The original audio is the reference line: its WER is th
 own floor; its PESQ, STOI and mel distance against itself are the ceilings (SI-SNR is unbounded
 there and not reported).
 
+`--levels 2,4,8` adds level counts of its own (the cpu preset has 8 x 256 codes, 400 bps per
+level, so its top rate is 3.2 kbps). The report also gives each level's **codebook usage** on
+the held-out split (all Q levels, no dropout): the fraction of codes never chosen (dead) and the
+perplexity of the code distribution.
+
 Writes `codec_bitrate.json` and `codec_bitrate.png` (each metric against kbps, the original as
 a horizontal line) to `--out_dir` (default experiments/results).
 """
@@ -58,6 +63,8 @@ def parse_args(argv):
   p.add_argument("--config_name", default=None, help="which build of the corpus (e.g. tiny)")
   p.add_argument("--max_utterances", type=int, default=0,
                  help="the first N utterances of the split (0 = all)")
+  p.add_argument("--levels", default="",
+                 help="level counts to evaluate besides the --kbps targets, comma-separated")
   p.add_argument("--batch_size", type=int, default=8, help="utterances encoded together")
   p.add_argument("--out_dir", default=RESULTS_DIR)
   return p.parse_args(argv)
@@ -103,9 +110,22 @@ def score(refs: list[np.ndarray], ests: list[np.ndarray], transcripts: list[str]
   return out
 
 
+def codebook_usage(codes: list[np.ndarray], codebook_size: int) -> list[dict]:
+  """Per level: fraction of the K codes never used in `codes` ([T_i, Q] each) and the
+  perplexity (exp entropy) of the code distribution."""
+  stacked = np.concatenate(codes, axis=0)                                         # [T, Q]
+  rows = []
+  for q in range(stacked.shape[1]):
+    counts = np.bincount(stacked[:, q], minlength=codebook_size).astype(np.float64)
+    p = counts[counts > 0] / counts.sum()
+    rows.append({"level": q, "dead_fraction": float(np.mean(counts == 0)),
+                 "perplexity": float(np.exp(-np.sum(p * np.log(p))))})
+  return rows
+
+
 def evaluate(codec: Codec, wavs: list[np.ndarray], transcripts: list[str], targets_kbps,
-             batch_size: int) -> dict:
-  """Metrics at each target bitrate and on the original audio."""
+             batch_size: int, extra_levels=()) -> dict:
+  """Metrics at each target bitrate (and extra level count) and on the original audio."""
   hop = codec.config.hop_length
   asr = PocketSphinxASR(codec.sample_rate)
   codes = tokenize_waveforms(lambda wav, mask: codec.encode(wav), wavs, batch_size,
@@ -115,8 +135,11 @@ def evaluate(codec: Codec, wavs: list[np.ndarray], transcripts: list[str], targe
     n_q, clamped = levels_for_bitrate(codec.config, 1000 * kbps)
     targets.append({"target_kbps": kbps, "n_q": n_q, "bps": codec.bitrate(n_q),
                     "clamped": clamped})
+  usage = codebook_usage(codes, codec.config.codebook_size)
+  print("held-out dead codes per level: " + ", ".join(
+      f"{u['dead_fraction']:.1%}" for u in usage))
   results = []
-  for n_q in sorted({t["n_q"] for t in targets}):
+  for n_q in sorted({t["n_q"] for t in targets} | set(extra_levels)):
     start = time.time()
     decoded = decode_clips(codec, [c[:, :n_q] for c in codes], batch_size)
     decoded = [d[:len(w)] for d, w in zip(decoded, wavs)]
@@ -128,7 +151,8 @@ def evaluate(codec: Codec, wavs: list[np.ndarray], transcripts: list[str], targe
   original = score(wavs, wavs, transcripts, asr, codec.sample_rate)
   original["si_snr"] = None  # Unbounded for identical signals.
   print("original: " + ", ".join(f"{k}={original[k]:.3f}" for k in ("pesq", "stoi", "wer")))
-  return {"targets": targets, "results": results, "original": original}
+  return {"targets": targets, "results": results, "original": original,
+          "codebook_usage": usage}
 
 
 def _json_safe(x):
@@ -187,11 +211,18 @@ def main(argv=None) -> int:
       raise ConfigError(f"--kbps {args.kbps!r}: expected numbers like 1.5,3,6") from None
     if not targets_kbps or min(targets_kbps) <= 0:
       raise ConfigError(f"--kbps {args.kbps!r}: give positive bitrates")
+    try:
+      extra_levels = [int(x) for x in args.levels.split(",") if x.strip()]
+    except ValueError:
+      raise ConfigError(f"--levels {args.levels!r}: expected integers like 2,4,8") from None
     step_dir = find_step_dir(args.codec)
     codec = load_codec(step_dir)
     if codec.sample_rate != 16000:
       raise ConfigError(f"the codec runs at {codec.sample_rate} Hz; PESQ-WB and the corpora "
                         "are 16 kHz")
+    bad = [n for n in extra_levels if not 1 <= n <= codec.num_quantizers]
+    if bad:
+      raise ConfigError(f"--levels {bad}: this codec has 1 to {codec.num_quantizers} levels")
     wavs, transcripts = load_utterances(args)
     print(f"{len(wavs)} utterances ({sum(map(len, wavs)) / 16000:.1f} s) of "
           f"{args.corpus}/{args.split}; {codec.bitrate(1):g} bps per level, "
@@ -204,7 +235,7 @@ def main(argv=None) -> int:
                   "bps_per_level": codec.bitrate(1)},
         "data": {"corpus": args.corpus, "split": args.split, "config_name": args.config_name,
                  "utterances": len(wavs), "seconds": sum(map(len, wavs)) / 16000},
-        **evaluate(codec, wavs, transcripts, targets_kbps, args.batch_size),
+        **evaluate(codec, wavs, transcripts, targets_kbps, args.batch_size, extra_levels),
     }
   except AudioLMError as e:
     print(f"codec_bitrate: error: {e}", file=sys.stderr)

@@ -186,13 +186,16 @@ def test_codec_bitrate_experiment(bitrate_experiment, codec_dir, tiny_data_dir, 
   # both targets share one decoding.
   assert bitrate_experiment.main(["--codec", codec_dir, "--data_dir", tiny_data_dir,
                                   "--config_name", "tiny", "--max_utterances", "2",
-                                  "--kbps", "1,1.5", "--out_dir", out_dir]) == 0
+                                  "--kbps", "1,1.5", "--levels", "1", "--out_dir", out_dir]) == 0
   with open(os.path.join(out_dir, "codec_bitrate.json")) as f:
     report = json.load(f)
   assert report["data"]["utterances"] == 2 and report["codec"]["bps_per_level"] == 250.0
   assert [(t["n_q"], t["bps"], t["clamped"]) for t in report["targets"]] == [
       (4, 1000.0, False), (4, 1000.0, True)]
-  assert [r["n_q"] for r in report["results"]] == [4]
+  assert [r["n_q"] for r in report["results"]] == [1, 4]   # --levels 1 and the targets' 4
+  usage = report["codebook_usage"]
+  assert [u["level"] for u in usage] == [0, 1, 2, 3]
+  assert all(0.0 <= u["dead_fraction"] < 1.0 and 1.0 <= u["perplexity"] <= 32 for u in usage)
   for row in report["results"]:
     assert 0.0 <= row["wer"] and -0.5 <= row["pesq"] <= 4.7 and 0.0 <= row["mel_distance"]
     assert row["stoi"] <= 1.0 and math.isfinite(row["si_snr"])
@@ -202,3 +205,4 @@ def test_codec_bitrate_experiment(bitrate_experiment, codec_dir, tiny_data_dir, 
   with open(os.path.join(out_dir, "codec_bitrate.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
   assert bitrate_experiment.main(["--codec", codec_dir, "--kbps", "fast"]) == 1
+  assert bitrate_experiment.main(["--codec", codec_dir, "--levels", "5"]) == 1   # Q is 4
