@@ -22,7 +22,9 @@ def write_scaling_plots(results: dict, out_dir: str) -> list[str]:
   rows = results["sampling"]
   fig, ax = plt.subplots(figsize=(6, 4))
   ax.plot([r["generated"] for r in rows], [1000 * r["cached_s_per_token"] for r in rows], "o-",
-          label="KV cache")
+          label=f"KV cache, one {rows[-1]['generated']}-token buffer")
+  ax.plot([r["generated"] for r in rows], [1000 * r["cached_sized_s_per_token"] for r in rows],
+          "^-", label="KV cache sized to each length")
   nocache = [r for r in rows if "nocache_s_per_token" in r]
   ax.plot([r["generated"] for r in nocache], [1000 * r["nocache_s_per_token"] for r in nocache],
           "s-", label="no cache (full prefix each step)")

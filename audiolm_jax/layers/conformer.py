@@ -174,8 +174,7 @@ class ConformerStack(nn.Module):
     bias = RelativePositionBias(cfg.num_heads, bidirectional=True,
                                 num_buckets=cfg.relpos_num_buckets,
                                 max_distance=cfg.relpos_max_distance,
-                                dtype=jnp.dtype(cfg.dtype), name="relpos")(jnp.arange(t),
-                                                                          jnp.arange(t))
+                                dtype=jnp.dtype(cfg.dtype), name="relpos").contiguous(0, t, t)
     blocks = [ConformerBlock(cfg, name=f"block_{i}") for i in range(self.num_layers)]
     n = self.num_layers if num_layers is None else num_layers
     if not 0 <= n <= self.num_layers:

@@ -194,7 +194,8 @@ class Transformer(nn.Module):
                                 num_buckets=cfg.relpos_num_buckets,
                                 max_distance=cfg.relpos_max_distance,
                                 dtype=jnp.float32, param_dtype=jnp.dtype(cfg.param_dtype),
-                                name="relpos_bias")(positions, key_positions)  # [1, H, T, S]
+                                name="relpos_bias").contiguous(
+                                    cache_index, length, key_positions.shape[0])  # [1, H, T, S]
 
     embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=dtype,
                      param_dtype=jnp.dtype(cfg.param_dtype),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from audiolm_jax.layers.attention import (MultiHeadAttention, RelativePositionBias,
-                                          relative_position_bucket)
+                                          add_broadcast_bias, relative_position_bucket)
 
 
 def _params(module, *args, **kwargs):
@@ -68,6 +68,43 @@ def test_relative_position_bias_depends_only_on_distance():
   np.testing.assert_array_equal(bias, module.apply(variables, q + 11, k + 11))
   # Bidirectional: a key 1 ahead and a key 1 behind get different biases.
   assert not np.allclose(bias[0, :, 2, 3], bias[0, :, 2, 1])
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_contiguous_bias_equals_the_gathered_one_with_its_gradient(bidirectional):
+  module = RelativePositionBias(num_heads=2, bidirectional=bidirectional, num_buckets=8,
+                                max_distance=16)
+  params = {"rel_embedding": jax.random.normal(jax.random.key(3), (2, 8))}
+  cotangent = jax.random.normal(jax.random.key(4), (1, 2, 40, 40))
+  # (query start, T, S, key start): full passes, a prefill, decoding steps, offsets.
+  for q0, t, s, k0 in ((0, 7, 7, 0), (0, 1, 1, 0), (5, 1, 12, 0), (3, 4, 12, 0),
+                       (11, 6, 9, 2), (0, 40, 40, 0), (30, 2, 5, 0)):
+    gathered = lambda p: module.apply({"params": p}, q0 + jnp.arange(t), k0 + jnp.arange(s))
+    fast = lambda p: module.apply({"params": p}, q0, t, s, k0, method="contiguous")
+    np.testing.assert_array_equal(fast(params), gathered(params), err_msg=str((q0, t, s, k0)))
+    grads = [jax.grad(lambda p, f=f: jnp.sum(f(p) * cotangent[:, :, :t, :s]))(params)
+             for f in (gathered, fast)]
+    np.testing.assert_allclose(grads[1]["rel_embedding"], grads[0]["rel_embedding"],
+                               rtol=1e-5, atol=1e-5)
+  # Traced starts (a decoding step's cache index) give the same bias.
+  traced = jax.jit(lambda p, q0: module.apply({"params": p}, q0, 1, 12, method="contiguous"))
+  np.testing.assert_array_equal(traced(params, 5),
+                                module.apply({"params": params}, 5 + jnp.arange(1), jnp.arange(12)))
+
+
+@pytest.mark.parametrize("bias_shape", [(1, 3, 5, 7), (3, 5, 7), (2, 1, 5, 7), (2, 3, 5, 7),
+                                        (1, 1, 1, 7)])
+def test_add_broadcast_bias_gradient_sums_the_broadcast_axes(bias_shape):
+  logits = jax.random.normal(jax.random.key(0), (2, 3, 5, 7))
+  bias = jax.random.normal(jax.random.key(1), bias_shape)
+  cotangent = jax.random.normal(jax.random.key(2), logits.shape)
+  loss = lambda f: lambda l, b: jnp.sum(f(l, b) * cotangent)
+  want = jax.grad(loss(jnp.add), argnums=(0, 1))(logits, bias)
+  got = jax.grad(loss(add_broadcast_bias), argnums=(0, 1))(logits, bias)
+  np.testing.assert_allclose(add_broadcast_bias(logits, bias), logits + bias)
+  for g, w in zip(got, want):
+    assert g.shape == w.shape
+    np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
 
 
 def _causal(t):
