@@ -68,6 +68,7 @@ class CodecConfig:
     dead_code_threshold: EMA cluster size below which a code is restarted (0: never).
     kmeans_iters: Lloyd iterations of the k-means initialisation on the first batch.
     quantizer_dropout: train with a random number of levels per example (bitrate scalable).
+    quantizer_dropout_rate: share of the examples that drop levels (the rest use all Q).
     dtype: computation dtype of the convolutions ("float32" or "bfloat16"); the quantiser
       always works in float32.
   """
@@ -88,6 +89,7 @@ class CodecConfig:
   dead_code_threshold: float = 2.0
   kmeans_iters: int = 10
   quantizer_dropout: bool = True
+  quantizer_dropout_rate: float = 1.0
   dtype: str = "float32"
 
   def __post_init__(self):
@@ -111,6 +113,9 @@ class CodecConfig:
       raise ConfigError("codec: channels * channel_mults must be even (residual units use half)")
     if not 0.0 <= self.ema_decay < 1.0:
       raise ConfigError(f"codec: ema_decay must be in [0, 1), got {self.ema_decay}")
+    if not 0.0 <= self.quantizer_dropout_rate <= 1.0:
+      raise ConfigError("codec: quantizer_dropout_rate must be in [0, 1], got "
+                        f"{self.quantizer_dropout_rate}")
     if self.dtype not in ("float32", "bfloat16"):
       raise ConfigError(f"codec: dtype must be float32 or bfloat16, got {self.dtype!r}")
 
@@ -141,7 +146,8 @@ class CodecConfig:
         num_quantizers=self.num_quantizers, codebook_size=self.codebook_size, dim=self.dim,
         decay=self.ema_decay, epsilon=self.ema_epsilon,
         dead_code_threshold=self.dead_code_threshold, kmeans_iters=self.kmeans_iters,
-        quantizer_dropout=self.quantizer_dropout, frame_rate=self.frame_rate)
+        quantizer_dropout=self.quantizer_dropout,
+        quantizer_dropout_rate=self.quantizer_dropout_rate, frame_rate=self.frame_rate)
 
 
 @flax.struct.dataclass

@@ -14,14 +14,15 @@ assigned to each code (VQ-VAE, van den Oord et al. 2017, Appendix A.1), with:
   and a few Lloyd iterations on its residuals (inside jit, gated by the `initialized` flag);
 - **dead-code restart**: a code whose EMA cluster size falls below `dead_code_threshold` is
   replaced by a random vector of the current batch at that level. With quantiser dropout,
-  level q only sees the examples with `n_q > q`, an expected share `(Q - q) / Q` of the batch,
+  level q only sees the examples with `n_q > q`, an expected share `(Q - q) / Q` of the batch
+  (`rate * (Q - q) / Q + 1 - rate` with a dropout rate),
   so its threshold is scaled by that share: otherwise the last levels, whose codes all get few
   vectors, would restart a large part of their codebook at every step;
 - **straight-through estimator**: the output is `x + stop_gradient(x_hat - x)`, so the
   gradient reaches the encoder unchanged, and a **commitment loss** `|r_q - sg(e_q[c_q])|^2`
   pulls the encoder towards its codes;
-- **quantiser dropout**: in training each example draws `n_q ~ U{1..Q}` and only its first
-  `n_q` levels contribute to `x_hat`, losses and codebook statistics, so one model serves every
+- **quantiser dropout**: in training each example (or a share `quantizer_dropout_rate` of
+  them; the rest use all Q) draws `n_q ~ U{1..Q}` and only its first `n_q` levels contribute to `x_hat`, losses and codebook statistics, so one model serves every
   bitrate from 1 to Q levels. All Q codes are always returned; `decode(codes[..., :n])` works
   for any `n`.
 
@@ -70,6 +71,9 @@ class RVQConfig:
       N vectors under uniform use (EnCodec: 2 with about 5 vectors per code).
     kmeans_iters: Lloyd iterations of the k-means initialisation on the first batch.
     quantizer_dropout: draw `n_q ~ U{1..Q}` per example in training.
+    quantizer_dropout_rate: the share of examples that draw `n_q`; the others use all Q
+      levels (SoundStream: 1; DAC uses 0.5, which trains the last levels on more vectors and
+      costs little at low bitrates).
     frame_rate: frames per second of the vectors (for bits per second).
   """
   num_quantizers: int = 12
@@ -80,12 +84,14 @@ class RVQConfig:
   dead_code_threshold: float = 2.0
   kmeans_iters: int = 10
   quantizer_dropout: bool = True
+  quantizer_dropout_rate: float = 1.0
   frame_rate: float = 50.0
 
   def dead_code_thresholds(self) -> jax.Array:
     """[Q] restart threshold of each level: scaled by its expected share under dropout."""
     q = self.num_quantizers
-    share = (q - jnp.arange(q, dtype=jnp.float32)) / q if self.quantizer_dropout else jnp.ones(q)
+    rate = self.quantizer_dropout_rate if self.quantizer_dropout else 0.0
+    share = rate * (q - jnp.arange(q, dtype=jnp.float32)) / q + (1.0 - rate)
     return self.dead_code_threshold * share
 
   def bits_per_second(self, n_q: int | None = None) -> float:
@@ -252,8 +258,11 @@ class ResidualVectorQuantizer(nn.Module):
     update = train and not self.is_initializing()
 
     if train and c.quantizer_dropout:
-      rng, dropout_rng = jax.random.split(self.make_rng(RNG_STREAM))
+      rng, dropout_rng, rate_rng = jax.random.split(self.make_rng(RNG_STREAM), 3)
       n_q = jax.random.randint(dropout_rng, (b,), 1, q_levels + 1)
+      if c.quantizer_dropout_rate < 1.0:
+        drops = jax.random.bernoulli(rate_rng, c.quantizer_dropout_rate, (b,))
+        n_q = jnp.where(drops, n_q, q_levels)
     else:
       rng = self.make_rng(RNG_STREAM) if update else jax.random.key(0)
       n_q = jnp.full((b,), q_levels, jnp.int32)

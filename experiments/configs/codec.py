@@ -55,6 +55,7 @@ def get_config(arg=None):
                                     # (keep it well below B * T / K, a code's uniform share)
       kmeans_iters=10,              # Lloyd iterations of the first-batch k-means init
       quantizer_dropout=True,       # random n_q in [1, Q] per example (bitrate scalable)
+      quantizer_dropout_rate=1.0,   # share of examples that drop levels (DAC: 0.5)
       dtype="float32",              # conv compute dtype ("bfloat16" on accelerators)
   )
   c.discriminator = dict(
@@ -115,8 +116,10 @@ def get_config(arg=None):
 
   if variant == "cpu":
     # 8 x 25 frames = 200 vectors per batch for 256 codes: a low dead-code threshold.
+    # Dropout on half the examples (as DAC): with all of them, the last level saw 1/8 of a
+    # batch of 200 vectors and left 15% of its codes unused on held-out speech.
     c.model.update(channels=8, dim=64, num_quantizers=8, codebook_size=256,
-                   dead_code_threshold=0.1)
+                   dead_code_threshold=0.1, quantizer_dropout_rate=0.5)
     # Narrow wave discriminators: grouped convolutions are slow on CPU, and the adversarial
     # steps must stay near a second each on two cores.
     c.discriminator.update(wave_scales=3, wave_channels=4, wave_max_channels=64,

@@ -147,6 +147,8 @@ def test_dead_code_threshold_scales_with_each_levels_share_under_dropout():
   np.testing.assert_allclose(cfg.dead_code_thresholds(), [2.0, 1.5, 1.0, 0.5])
   cfg = RVQConfig(num_quantizers=4, dead_code_threshold=2.0, quantizer_dropout=False)
   np.testing.assert_allclose(cfg.dead_code_thresholds(), [2.0] * 4)
+  cfg = RVQConfig(num_quantizers=4, dead_code_threshold=2.0, quantizer_dropout_rate=0.5)
+  np.testing.assert_allclose(cfg.dead_code_thresholds(), [2.0, 1.75, 1.5, 1.25])
   # Level 1 of 2 (share 1/2): a code at 0.7 vectors per batch lives under threshold 1.0.
   vq = _quantizer(num_quantizers=2, codebook_size=8, dim=4, dead_code_threshold=1.0,
                   decay=1.0)
@@ -226,6 +228,15 @@ def test_quantizer_dropout_draws_every_level_count():
     np.testing.assert_allclose(result.quantized[i], expected, atol=1e-5)
   bits = 50 * n_q.mean() * math.log2(8)
   assert float(result.bits_per_second) == pytest.approx(bits, rel=1e-5)
+
+
+def test_quantizer_dropout_rate_keeps_all_levels_for_the_other_examples():
+  vq = _quantizer(num_quantizers=4, codebook_size=8, dim=4, quantizer_dropout_rate=0.5)
+  result, _ = _train(vq, _stats(4, 8, 4), jax.random.normal(jax.random.key(0), (400, 2, 4)))
+  n_q = np.asarray(result.n_q)
+  assert set(n_q.tolist()) == {1, 2, 3, 4}
+  # Half keep all 4 levels, the other half draw uniformly (a quarter of them 4 as well).
+  assert 0.55 < np.mean(n_q == 4) < 0.70, np.mean(n_q == 4)
 
 
 def test_decode_accepts_any_number_of_leading_levels():
