@@ -70,7 +70,7 @@ def get_config(arg=None):
   c.optimizer.warmup_steps = 10_000  # Linear warm-up.
 
   if variant == "cpu":
-    c.stage.update(semantic_codebook_size=256, acoustic_codebook_size=256, crop_seconds=2.0)
+    c.stage.update(semantic_codebook_size=64, acoustic_codebook_size=256, crop_seconds=2.0)
     c.model.update(d_model=256, num_layers=4, num_heads=4, head_dim=64, mlp_dim=1024,
                    scan_layers=False, remat_policy="none")
     c.total_steps, c.batch_size, c.compute_dtype = 2000, 16, "float32"
