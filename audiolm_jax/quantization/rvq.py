@@ -135,18 +135,24 @@ def _cluster_sums(onehot: Array, x: Array) -> Array:
   return jnp.einsum("nk,nd->kd", onehot, x, precision=jax.lax.Precision.HIGHEST)
 
 
-def _sample_rows(key: Array, x: Array, n: int, weights: Array | None = None) -> Array:
-  """`n` rows of x [N, D], drawn in proportion to `weights` [N] (0 excludes a row).
+def _sample_rows(key: Array, x: Array, n: int, weights: Array | None = None,
+                 candidates: int = 16) -> Array:
+  """`n` rows of x [N, D]; with `weights` [N] (0 excludes a row), rows of weight 0 are avoided.
 
-  Without weights (or when they are all zero) every row is equally likely; draws are without
-  replacement when N >= n and there are no weights.
+  Each of the n draws takes `candidates` uniform row indices and keeps the first with a
+  positive weight (the last if none has one). Indices are drawn on the host side of the
+  sharding (replicated), and rows and weights are gathered together in one gather that
+  depends on x: a sampler over a sharded weight vector (e.g. `categorical`) would add a
+  collective that depends only on the mask, which XLA:CPU may then schedule in a different
+  order on different devices of a simulated mesh (a rendezvous deadlock seen in the tests).
   """
   if weights is None:
     idx = jax.random.choice(key, x.shape[0], (n,), replace=x.shape[0] < n)
-  else:
-    p = jnp.where(weights.sum() > 0, weights, jnp.ones_like(weights))
-    idx = jax.random.categorical(key, jnp.log(p), shape=(n,))
-  return x[idx]
+    return x[idx]
+  idx = jax.random.randint(key, (n, candidates), 0, x.shape[0])
+  rows = jnp.concatenate([x, weights[:, None].astype(x.dtype)], axis=-1)[idx]   # [n, C, D+1]
+  first = jnp.argmax(rows[..., -1] > 0, axis=-1)                                # [n]
+  return jnp.take_along_axis(rows[..., :-1], first[:, None, None], axis=1)[:, 0]
 
 
 def lloyd_kmeans(x: Array, num_clusters: int, iters: int, key: Array,
@@ -248,8 +254,8 @@ class ResidualVectorQuantizer(nn.Module):
         being initialised.
       mask: optional [B] or [B, T] validity of the examples / frames (1 valid, 0 padding or
         an unreadable record). Masked vectors are still quantised, but they take no part in
-        the commitment loss, the usage statistics, the k-means initialisation, the EMA update
-        or the dead-code restarts.
+        the commitment loss, the usage statistics, the EMA update or the dead-code restarts
+        (the one-off k-means initialisation on the first batch does not use the mask).
     """
     c = self.config
     b, t, d = x.shape
@@ -278,15 +284,17 @@ class ResidualVectorQuantizer(nn.Module):
       codebook, cluster_size, embed_sum, active_q, threshold, key = inputs
       # Codebook statistics never carry gradients; only the commitment term below does.
       flat = jax.lax.stop_gradient(residual)                                      # [N, D]
-      # Usage statistics count the vectors this level quantises for valid frames; the k-means
-      # initialisation and restarts draw from every valid frame's residual (dropout or not).
+      # Usage statistics count the vectors this level quantises for valid frames; restarts
+      # draw from valid frames' residuals (dropout or not).
       weight = (active_q[:, None] * valid).reshape(b * t)                        # [N]
       if update:
         init_key, restart_key = jax.random.split(key)
 
         def kmeans_init():
-          centroids, counts = lloyd_kmeans(flat, k, c.kmeans_iters, init_key,
-                                           valid.reshape(b * t))
+          # Unweighted: a mask-only collective inside this conditional could be scheduled
+          # out of order across devices (see `_sample_rows`); an invalid row in the first
+          # batch at worst seeds one code, which the dead-code restarts then replace.
+          centroids, counts = lloyd_kmeans(flat, k, c.kmeans_iters, init_key)
           return centroids, counts, centroids * counts[:, None]
 
         codebook, cluster_size, embed_sum = jax.lax.cond(
