@@ -145,9 +145,9 @@ def _add_bias_bwd(bias_shape, g):
   """The bias gradient sums g over the broadcast axes, written as a contraction with ones.
 
   Left to autodiff, XLA:CPU fused the batch sums of every layer's bias gradient with the
-  relative-position layout into one serial loop over all the `[B, H, T, S]` gradients: 1.4 s
-  of a 5 s step of the reference fine stage (batch 8 x 1200 tokens). As a dot it is threaded
-  and unfused.
+  relative-position layout into one serial loop over all the `[B, H, T, S]` gradients, the
+  largest single op in a profile of the reference fine stage (batch 8 x 1200 tokens). As a
+  dot it is threaded and unfused: that step went from 5.18 s to 4.74 s on two cores.
   """
   full = (1,) * (g.ndim - len(bias_shape)) + tuple(bias_shape)  # bias_shape, rank of g
   axes = tuple(i for i, (n, m) in enumerate(zip(full, g.shape)) if n == 1 and m != 1)
@@ -172,8 +172,6 @@ def toeplitz(v: Array, t: int, s: int) -> Array:
   h, length = v.shape
   tiled = jnp.tile(jnp.pad(v, ((0, 0), (0, 1))), (1, t))  # [H, T * (L + 1)]
   return tiled[:, t - 1:t - 1 + t * length].reshape(h, t, length)[:, :, :s]
-
-
 
 
 class MultiHeadAttention(nn.Module):
