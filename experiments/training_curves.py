@@ -1,7 +1,8 @@
 """Training curves of a run: chosen metrics of `metrics.jsonl` against the step, train and eval.
 
     python experiments/training_curves.py --run runs/codec \
-        --metrics loss/reconstruction,codebook/dead_fraction_q7 --out experiments/results/codec_training.png
+        --metrics loss/reconstruction,codebook/dead_fraction_q7 \
+        --out experiments/results/codec_training.png
 
 Each metric gets a panel: the train values (a running mean over `--smooth` logged points, the raw
 values faint behind) and the eval values as markers. Every metric the run logged is listed

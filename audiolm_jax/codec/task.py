@@ -38,7 +38,8 @@ Valid rows: a record the pipeline could not read arrives as an all-zero row with
 `valid = False`. Every loss term is computed per row (`_per_row`) and averaged over valid rows
 only, and `LossOutput.weight` is the number of valid rows. The RVQ gets the row mask too, so
 the commitment loss and the codebook statistics (EMA, dead-code restarts, perplexity) see
-valid rows only; only the one-off k-means initialisation on the first batch ignores it. Samples after the end of a short clip are silence the codec must reproduce as well, so the
+valid rows only; only the one-off k-means initialisation on the first batch ignores it.
+Samples after the end of a short clip are silence the codec must reproduce as well, so the
 sample mask is not used.
 
 The discriminators compute in float32 whatever `config.compute_dtype` says; the generator's

@@ -22,7 +22,8 @@ assigned to each code (VQ-VAE, van den Oord et al. 2017, Appendix A.1), with:
   gradient reaches the encoder unchanged, and a **commitment loss** `|r_q - sg(e_q[c_q])|^2`
   pulls the encoder towards its codes;
 - **quantiser dropout**: in training each example (or a share `quantizer_dropout_rate` of
-  them; the rest use all Q) draws `n_q ~ U{1..Q}` and only its first `n_q` levels contribute to `x_hat`, losses and codebook statistics, so one model serves every
+  them; the rest use all Q) draws `n_q ~ U{1..Q}` and only its first `n_q` levels contribute
+  to `x_hat`, losses and codebook statistics, so one model serves every
   bitrate from 1 to Q levels. All Q codes are always returned; `decode(codes[..., :n])` works
   for any `n`.
 
@@ -67,8 +68,9 @@ class RVQConfig:
     epsilon: Laplace smoothing of the cluster sizes.
     dead_code_threshold: a code whose EMA cluster size (vectors per batch) falls below this is
       restarted; 0 disables restarts. With quantizer dropout level q uses
-      `threshold * (Q - q) / Q`, its expected share of the batch. Keep it well below N / K, a code's share of a batch of
-      N vectors under uniform use (EnCodec: 2 with about 5 vectors per code).
+      `threshold * (Q - q) / Q`, its expected share of the batch. Keep it well below
+      N / K, a code's share of a batch of N vectors under uniform use (EnCodec: 2 with
+      about 5 vectors per code).
     kmeans_iters: Lloyd iterations of the k-means initialisation on the first batch.
     quantizer_dropout: draw `n_q ~ U{1..Q}` per example in training.
     quantizer_dropout_rate: the share of examples that draw `n_q`; the others use all Q
@@ -140,11 +142,11 @@ def _sample_rows(key: Array, x: Array, n: int, weights: Array | None = None,
   """`n` rows of x [N, D]; with `weights` [N] (0 excludes a row), rows of weight 0 are avoided.
 
   Each of the n draws takes `candidates` uniform row indices and keeps the first with a
-  positive weight (the last if none has one). Indices are drawn on the host side of the
-  sharding (replicated), and rows and weights are gathered together in one gather that
-  depends on x: a sampler over a sharded weight vector (e.g. `categorical`) would add a
-  collective that depends only on the mask, which XLA:CPU may then schedule in a different
-  order on different devices of a simulated mesh (a rendezvous deadlock seen in the tests).
+  positive weight (the first if none has one). Indices come from the key alone (replicated),
+  and rows and weights are fetched together in one gather that depends on x: a sampler over
+  a sharded weight vector (e.g. `categorical`) would add a collective that depends only on
+  the mask, which XLA:CPU may then schedule in a different order on different devices of a
+  simulated mesh (a rendezvous deadlock seen in the tests).
   """
   if weights is None:
     idx = jax.random.choice(key, x.shape[0], (n,), replace=x.shape[0] < n)
@@ -310,7 +312,7 @@ class ResidualVectorQuantizer(nn.Module):
         cluster_size, embed_sum, codebook = ema_update(
             k, c.decay, c.epsilon, cluster_size, embed_sum, counts, _cluster_sums(onehot, flat))
         dead = cluster_size < threshold
-        fresh = _sample_rows(restart_key, flat, k, valid.reshape(b * t))                        # [K, D]
+        fresh = _sample_rows(restart_key, flat, k, valid.reshape(b * t))          # [K, D]
         codebook = jnp.where(dead[:, None], fresh, codebook)
         embed_sum = jnp.where(dead[:, None], fresh * threshold, embed_sum)
         cluster_size = jnp.where(dead, threshold, cluster_size)
