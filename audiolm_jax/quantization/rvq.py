@@ -157,28 +157,22 @@ def _sample_rows(key: Array, x: Array, n: int, weights: Array | None = None,
   return jnp.take_along_axis(rows[..., :-1], first[:, None, None], axis=1)[:, 0]
 
 
-def lloyd_kmeans(x: Array, num_clusters: int, iters: int, key: Array,
-                 weights: Array | None = None) -> tuple[Array, Array]:
-  """Lloyd's k-means of x [N, D], seeded by k-means++, with optional row weights [N].
+def lloyd_kmeans(x: Array, num_clusters: int, iters: int, key: Array) -> tuple[Array, Array]:
+  """Lloyd's k-means of x [N, D], seeded by k-means++.
 
-  Returns (centroids [K, D], weighted cluster sizes [K] of the final assignment). A cluster
-  that loses all its points keeps its previous centroid; rows of weight 0 (padding) neither
-  seed nor move a centroid.
+  Returns (centroids [K, D], cluster sizes [K] of the final assignment). A cluster that
+  loses all its points keeps its previous centroid.
   """
-  w = jnp.ones(x.shape[:1], x.dtype) if weights is None else weights.astype(x.dtype)
-  w = jnp.where(w.sum() > 0, w, jnp.ones_like(w))  # nothing valid: better than no centroids
-
   def assign(centroids):
-    return jax.nn.one_hot(nearest_code(x, centroids), num_clusters, dtype=x.dtype) * w[:, None]
+    return jax.nn.one_hot(nearest_code(x, centroids), num_clusters, dtype=x.dtype)  # [N, K]
 
   def step(_, centroids):
-    onehot = assign(centroids)                                                     # [N, K]
+    onehot = assign(centroids)
     counts = onehot.sum(0)
     sums = _cluster_sums(onehot, x)                                                # [K, D]
     return jnp.where(counts[:, None] > 0, sums / jnp.maximum(counts, 1.0)[:, None], centroids)
 
-  centroids = jax.lax.fori_loop(0, iters, step,
-                                kmeans_plusplus_init(key, x, num_clusters, weights=w))
+  centroids = jax.lax.fori_loop(0, iters, step, kmeans_plusplus_init(key, x, num_clusters))
   return centroids, assign(centroids).sum(0)
 
 

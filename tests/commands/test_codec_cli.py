@@ -6,7 +6,6 @@ drawn with numpy, so no initialiser is compiled; training itself is tested in
 tests/codec/test_codec_task.py.
 """
 
-import importlib.util
 import json
 import math
 import os
@@ -28,7 +27,8 @@ from audiolm_jax.train import optim
 from audiolm_jax.train import state as state_lib
 from audiolm_jax.train.task import build_task
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from experiment_helpers import load_experiment
+
 
 
 def write_codec_checkpoint(workdir: str, step: int = 7) -> str:
@@ -165,11 +165,7 @@ def test_bad_input_is_one_line_and_exit_1(codec_dir, wav_files, tmp_path, capsys
 @pytest.fixture(scope="module")
 def bitrate_experiment():
   """experiments/codec_bitrate.py as a module."""
-  spec = importlib.util.spec_from_file_location(
-      "codec_bitrate", os.path.join(REPO, "experiments", "codec_bitrate.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_experiment("codec_bitrate")
 
 
 def test_levels_for_bitrate_matches_the_paper_codec(bitrate_experiment):

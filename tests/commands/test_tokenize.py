@@ -2,7 +2,6 @@
 input, and the semantic-token evidence experiment. (The w2v-BERT path of both commands is
 tested in tests/semantic/test_task.py, on the run trained there.)"""
 
-import importlib.util
 import json
 import os
 
@@ -15,8 +14,9 @@ from audiolm_jax.data.audio import from_int16, write_wav
 from audiolm_jax.semantic import task as semantic_task
 from audiolm_jax.semantic.tokenizer import PAD_ID, num_frames
 
+from experiment_helpers import load_experiment
+
 MODULE = "audiolm_jax.commands.tokenize"
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
@@ -54,11 +54,7 @@ def mfcc_tokenizer(main, tmp_path_factory, tiny_data_dir):
 @pytest.fixture(scope="module")
 def experiment():
   """experiments/semantic_tokens.py as a module."""
-  spec = importlib.util.spec_from_file_location(
-      "semantic_tokens", os.path.join(REPO, "experiments", "semantic_tokens.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+  return load_experiment("semantic_tokens")
 
 
 def read_npz(path):

@@ -1,22 +1,12 @@
 """experiments/training_curves.py on a fake run's metrics.jsonl."""
 
-import importlib.util
 import json
-import os
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _module():
-  spec = importlib.util.spec_from_file_location(
-      "training_curves", os.path.join(REPO, "experiments", "training_curves.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+from experiment_helpers import load_experiment
 
 
 def test_training_curves_plots_train_and_eval(tmp_path, capsys):
-  curves = _module()
+  curves = load_experiment("training_curves")
   run = tmp_path / "run"
   run.mkdir()
   with open(run / "metrics.jsonl", "w") as f:
