@@ -18,8 +18,9 @@ One train step (the trainer runs 1-2 in `loss`, then its optimizer, then 3 in `u
 
   1. the codec in training mode: quantizer dropout, codebook EMA, k-means initialisation on
      the first batch, dead-code restarts (the new `vq_stats` leave through `LossOutput.extra`);
-  2. the generator loss w_rec L_rec + w_commit L_commit (+ w_adv L_adv + w_feat L_feat after
-     the warm-up, against the current discriminators), see `codec/losses.py`;
+  2. the generator loss w_rec L_rec + w_wave L_wave + w_commit L_commit (+ w_adv L_adv +
+     w_feat L_feat after the warm-up, against the current discriminators), with each term's
+     gradient norm at the decoder output as a metric, see `codec/losses.py`;
   3. with the updated generator, a codec pass (quantizer dropout; its codebook updates are
      dropped) gives reconstructions, and the discriminators take one hinge-loss step on
      (real, stop_gradient(reconstruction)).
@@ -35,7 +36,7 @@ conditional (the `cpu` preset's discriminator update: 6 s instead of 0.6 s), whi
 more after the warm-up than it saves during it; the paper preset has no warm-up.
 
 Valid rows: a record the pipeline could not read arrives as an all-zero row with
-`valid = False`. Every loss term is computed per row (`_per_row`) and averaged over valid rows
+`valid = False`. Every loss term is computed per row and averaged over valid rows
 only, and `LossOutput.weight` is the number of valid rows. The RVQ gets the row mask too, so
 the commitment loss and the codebook statistics (EMA, dead-code restarts, perplexity) see
 valid rows only; only the one-off k-means initialisation on the first batch ignores it.
@@ -44,6 +45,10 @@ sample mask is not used.
 
 The discriminators compute in float32 whatever `config.compute_dtype` says; the generator's
 conv dtype is `model.dtype`.
+
+Evaluation (`evaluate`) adds the reconstruction's quality at all levels and at one level:
+`quality/si_snr` (dB) and `quality/mel_distance` (the figure of `eval.quality.mel_distance`),
+so a run's curves show whether the codec learns and whether every level adds to it.
 
 Shape letters: B batch (this process's rows; global in `batch_spec`), S samples, T frames,
 Q quantizer levels.
@@ -72,6 +77,7 @@ from audiolm_jax.codec.discriminators import (CodecDiscriminator, DiscriminatorC
 from audiolm_jax.codec.soundstream import Codec, CodecConfig, SoundStream
 from audiolm_jax.data.pipeline import AudioDataConfig, SelectKeys, make_audio_iterator
 from audiolm_jax.errors import CheckpointError, ConfigError, DataError
+from audiolm_jax.layers.spectral import log_mel_distance
 from audiolm_jax.quantization.rvq import RNG_STREAM, VQ_STATS
 from audiolm_jax.semantic import tokenizer as semantic_tokenizer
 from audiolm_jax.train import checkpoint as ckpt_lib
@@ -88,27 +94,6 @@ BATCH_KEYS = ("audio", "valid")
 CODES_FILE_KEYS = ("codes", "num_frames", "num_samples", "paths", "codebook_size",
                    "sample_rate", "frame_rate")
 PAD_CODE = -1
-
-
-def _per_row(fn: Callable[..., Array], *trees) -> Array:
-  """`fn` (a batch-mean loss) of every row alone: [B] values.
-
-  Each row reaches `fn` as a batch of one, so the loss functions of `codec/losses.py` are
-  reused unchanged; `vmap` keeps it one batched computation.
-  """
-  return jax.vmap(lambda *rows: fn(*jax.tree.map(lambda x: x[None], rows)))(*trees)
-
-
-def _valid_mean(values: Array, valid: Array) -> Array:
-  """Mean of values [B] over the rows where valid [B] is True (0 if there are none)."""
-  total = jnp.sum(jnp.where(valid, values, 0.0))
-  return total / jnp.maximum(jnp.sum(valid.astype(jnp.float32)), 1.0)
-
-
-def _mean_logit(out: DiscriminatorOutput, valid: Array) -> Array:
-  """Mean logit over sub-discriminators and time, averaged over valid rows."""
-  per_row = jnp.mean(jnp.stack([y.mean(axis=(1, 2)) for y in out.logits]), axis=0)   # [B]
-  return _valid_mean(per_row, valid)
 
 
 def _check_disc_optimizer(opt: ml_collections.ConfigDict) -> None:
@@ -204,42 +189,45 @@ class CodecTask(Task):
     valid = batch["valid"].astype(bool)                                            # [B]
     wav = jnp.where(valid[:, None], batch["audio"].astype(jnp.float32), 0.0)       # [B, S]
     output, vq_stats = self._codec_pass(params, extra[VQ_STATS], wav, valid, rng, train)
-    reconstruction = output.audio.astype(jnp.float32)                              # [B, S]
-    # Two passes: only the fake one is differentiated (a stacked pass would backpropagate
-    # through the real half too).
     disc = {"params": extra["discriminator"]}
     real = self.discriminator.apply(disc, wav)
-    fake = self.discriminator.apply(disc, reconstruction)
-    cfg = self.loss_cfg
-    mel = _valid_mean(_per_row(
-        lambda x, y: losses.multiscale_mel_loss(x, y, cfg), wav, reconstruction), valid)
-    adversarial = _valid_mean(_per_row(losses.hinge_generator_loss, fake), valid)
-    feature = _valid_mean(_per_row(losses.feature_matching_loss, real, fake), valid)
-    commitment = output.quantizer.commitment_loss
-    on = self._adversarial(extra).astype(jnp.float32)  # 0 during the warm-up
-    loss = (cfg.reconstruction_weight * mel + cfg.commitment_weight * commitment
-            + on * (cfg.adversarial_weight * adversarial + cfg.feature_weight * feature))
-    metrics = {"loss/reconstruction": mel, "loss/commitment": commitment,
-               "loss/adversarial": adversarial, "loss/feature_matching": feature,
-               **losses.codebook_metrics(output.quantizer)}
+    loss, metrics = losses.generator_loss(
+        self.loss_cfg, wav, output.audio, valid, output.quantizer.commitment_loss,
+        discriminate=lambda x: self.discriminator.apply(disc, x), real=real,
+        adversarial_scale=self._adversarial(extra).astype(jnp.float32))
+    metrics.update(losses.codebook_metrics(output.quantizer))
     new_extra = {**extra, VQ_STATS: vq_stats} if train else None
     return LossOutput(loss=loss.astype(jnp.float32), weight=jnp.sum(valid.astype(jnp.float32)),
                       metrics=metrics, extra=new_extra)
 
+  def evaluate(self, params, extra, batch, rng):
+    """The loss, plus the quality of the reconstruction with all levels and with one:
+    SI-SNR (dB) and the log-mel distance of `eval.quality.mel_distance`."""
+    out = self.loss(params, extra, batch, rng, train=False)
+    valid = batch["valid"].astype(bool)
+    wav = jnp.where(valid[:, None], batch["audio"].astype(jnp.float32), 0.0)
+    variables = {"params": params, VQ_STATS: extra[VQ_STATS]}
+    codes = self.model.apply(variables, wav, method=SoundStream.encode)          # [B, T, Q]
+    metrics = dict(out.metrics)
+    for suffix, n in (("", self.model_cfg.num_quantizers), ("_q1", 1)):
+      decoded = self.model.apply(variables, codes[..., :n], method=SoundStream.decode)
+      decoded = decoded[:, :wav.shape[1]].astype(jnp.float32)                    # [B, S]
+      metrics[f"quality/si_snr{suffix}"] = losses.valid_mean(losses.si_snr(wav, decoded), valid)
+      metrics[f"quality/mel_distance{suffix}"] = losses.valid_mean(
+          log_mel_distance(wav, decoded), valid)
+    return out.replace(metrics=metrics)
+
   def update_extra(self, params, extra, batch, rng):
     valid = batch["valid"].astype(bool)
     wav = jnp.where(valid[:, None], batch["audio"].astype(jnp.float32), 0.0)
-    output, _ = self._codec_pass(params, extra[VQ_STATS], wav, valid, rng,
-                                    train=True)
+    output, _ = self._codec_pass(params, extra[VQ_STATS], wav, valid, rng, train=True)
     reconstruction = jax.lax.stop_gradient(output.audio.astype(jnp.float32))
 
     def loss_fn(disc_params):
       real, fake = self._discriminate(disc_params, wav, reconstruction)
-      loss = _valid_mean(_per_row(losses.hinge_discriminator_loss, real, fake), valid)
-      return loss, (_mean_logit(real, valid), _mean_logit(fake, valid))
+      return losses.discriminator_loss(real, fake, valid)
 
-    (loss, (real_logit, fake_logit)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        extra["discriminator"])
+    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(extra["discriminator"])
     updates, opt_state = self.disc_tx.update(grads, extra["disc_opt_state"],
                                              extra["discriminator"])
     disc_params = optax.apply_updates(extra["discriminator"], updates)
@@ -248,9 +236,7 @@ class CodecTask(Task):
     def keep_unless_active(new, old):  # Frozen (optimizer state too) during the warm-up.
       return jax.tree.map(lambda n, o: jnp.where(active, n, o), new, old)
 
-    metrics = {"loss/discriminator": loss, "discriminator/real_logit": real_logit,
-               "discriminator/fake_logit": fake_logit,
-               "discriminator/grad_norm": optax.tree.norm(grads),
+    metrics = {**metrics, "discriminator/grad_norm": optax.tree.norm(grads),
                "discriminator/active": active.astype(jnp.float32)}
     return {**extra,
             "discriminator": keep_unless_active(disc_params, extra["discriminator"]),

@@ -31,6 +31,9 @@ def register(subparsers) -> None:
   build.add_argument("--source", help="audio_folder: the folder holding your audio")
   build.add_argument("--layout", default="generic", choices=("librispeech", "maestro", "generic"),
                      help="audio_folder: how the folder is organised")
+  build.add_argument("--name", dest="build_name", default=None,
+                     help="audio_folder: the build's name, for --config_name and data mixtures "
+                     "(default: LAYOUT-FOLDER-HASH)")
   build.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                      help="processes making examples in parallel")
   build.add_argument("--force", action="store_true", help="rebuild even if a build exists")
@@ -71,7 +74,7 @@ def _build(args) -> int:
   from audiolm_jax.data import corpora
   summary = corpora.build(args.name, size=args.size, data_dir=args.data_dir,
                           source_dir=args.source, layout=args.layout, workers=args.workers,
-                          force=args.force)
+                          force=args.force, build_name=args.build_name)
   if args.json:
     print(json.dumps(summary, indent=2))
     return 0

@@ -12,6 +12,12 @@ batch of n*B examples (`batch_size` B is per process); the global batch does not
 
 Bad records never stop a run: a record that cannot be read or decoded becomes an all-zero
 example with `valid=False`, and the trainer counts those and gives them zero weight.
+
+Mixtures: `data.mixture = "synthetic_speech:3,audio_folder/librispeech_excerpts:1"` trains
+on several corpora (`corpus[/build]:weight`), each shuffled anew every epoch with its own
+seed and interleaved in the proportions of the weights by a fixed pattern, so the order is
+again a function of (seed, global index): deterministic and resumable like one corpus.
+Evaluation reads the `eval_split` of every component that has one, one after the other.
 """
 
 from __future__ import annotations
@@ -33,6 +39,42 @@ ID_FIELDS = ("speaker_id", "sentence_id")
 
 
 @dataclasses.dataclass(frozen=True)
+class CorpusRef:
+  """One corpus of a mixture: a built corpus, which build of it, and its sampling weight."""
+  corpus: str
+  config_name: str | None = None
+  weight: float = 1.0
+
+  @property
+  def label(self) -> str:
+    return self.corpus + (f"/{self.config_name}" if self.config_name else "")
+
+
+def parse_mixture(text: str) -> tuple[CorpusRef, ...]:
+  """`"corpus[/build]:weight,..."` -> CorpusRefs (weight 1 when omitted); "" -> ()."""
+  refs = []
+  for item in (x.strip() for x in text.split(",")):
+    if not item:
+      continue
+    name, sep, weight = item.partition(":")
+    try:
+      w = float(weight) if sep else 1.0
+    except ValueError:
+      raise DataError(f"data.mixture: weight of {name!r} must be a number, got {weight!r}") \
+          from None
+    if not w > 0 or not np.isfinite(w):
+      raise DataError(f"data.mixture: weight of {name!r} must be positive, got {weight!r}")
+    corpus, _, config_name = name.partition("/")
+    if corpus not in corpora.CORPORA:
+      raise DataError(f"data.mixture: unknown corpus {corpus!r} in {item!r}; known: "
+                      f"{', '.join(corpora.CORPORA)}")
+    refs.append(CorpusRef(corpus, config_name or None, w))
+  if text.strip() and not refs:
+    raise DataError(f"data.mixture {text!r}: no corpus named")
+  return tuple(refs)
+
+
+@dataclasses.dataclass(frozen=True)
 class AudioDataConfig:
   """What `config.data` holds for audio tasks (every field has a default but `corpus`)."""
   corpus: str                      # synthetic_speech | synthetic_piano | audio_folder
@@ -44,12 +86,17 @@ class AudioDataConfig:
   sample_rate: int = 16000
   num_threads: int = 2             # Grain reader threads.
   prefetch: int = 64               # Grain prefetch buffer (examples).
+  mixture: str = ""                # Several corpora with weights (replaces corpus/config_name).
 
   @classmethod
   def from_config(cls, cfg: Mapping[str, Any]) -> "AudioDataConfig":
     cfg = dict(cfg.items())
     known = {f.name for f in dataclasses.fields(cls)}
     return cls(**{k: v for k, v in cfg.items() if k in known})
+
+  def components(self) -> tuple[CorpusRef, ...]:
+    """The corpora read: the mixture's, or `corpus` (with `config_name`) alone."""
+    return parse_mixture(self.mixture) or (CorpusRef(self.corpus, self.config_name),)
 
   @property
   def crop_samples(self) -> int:
@@ -118,14 +165,29 @@ def audio_dataset(data: AudioDataConfig, *, split: str, seed: int,
                   train: bool = True) -> grain.MapDataset:
   """The *global* stream of cropped examples (the same on every process).
 
-  Training: shuffled anew every epoch, repeated forever, random crops.
-  Evaluation (`train=False`): one pass in order, crops from the start of each clip.
-  Crop offsets depend on (seed, position in the stream) only.
+  Training: every corpus shuffled anew every epoch (corpus i with seed + i), repeated
+  forever, mixed by weight; random crops. Evaluation (`train=False`): one pass over the split
+  of every corpus that has it, in order, crops from the start of each clip. Crop offsets
+  depend on (seed, position in the stream) only.
   """
-  source = corpora.data_source(data.corpus, split, data.data_dir, data.config_name)
-  ds = grain.MapDataset.source(SafeSource(source, f"{data.corpus}/{split}"))
-  if train:
-    ds = ds.shuffle(seed=seed).repeat(None)
+  parts, weights = [], []
+  for i, ref in enumerate(data.components()):
+    sources = corpora.data_sources(ref.corpus, data.data_dir, ref.config_name)
+    if split not in sources:
+      if train or len(data.components()) == 1:
+        raise DataError(f"{ref.label}: no split {split!r}; splits: {', '.join(sorted(sources))}")
+      continue  # Evaluation of a mixture: the components that have the split.
+    ds = grain.MapDataset.source(SafeSource(sources[split], f"{ref.label}/{split}"))
+    parts.append(ds.shuffle(seed=seed + i).repeat(None) if train else ds)
+    weights.append(ref.weight)
+  if not parts:
+    raise DataError(f"data.mixture {data.mixture!r}: no corpus has a {split!r} split")
+  if len(parts) == 1:
+    ds = parts[0]
+  elif train:
+    ds = grain.MapDataset.mix(parts, weights)
+  else:
+    ds = grain.MapDataset.concatenate(parts)
   return ds.random_map(Crop(data.crop_samples, random=train), seed=seed)
 
 

@@ -217,3 +217,50 @@ def mfcc(wav: jax.Array,
   db = power_to_db(mel, top_db=top_db)
   return jnp.einsum("...tm,mc->...tc", db, dct_matrix(n_mels, n_mfcc),
                     precision=jax.lax.Precision.HIGHEST)  # [B, T, C]
+
+
+# White noise at this amplitude (about -100 dBFS) sets the absolute part of the log floor.
+ABSOLUTE_FLOOR_AMPLITUDE = 1e-5
+
+
+@functools.lru_cache(maxsize=64)
+def absolute_mel_floor(sample_rate: int, n_fft: int, n_mels: int) -> float:
+  """Mean magnitude mel value of white noise at `ABSOLUTE_FLOOR_AMPLITUDE` (its expected
+  value with a Hann window: sigma * sqrt(pi / 4 * sum w^2) per FFT bin, through the Slaney
+  filterbank). Keeps the log of a silent reference finite."""
+  window_energy = 3.0 * n_fft / 8.0                               # sum of a Hann window^2
+  per_bin = ABSOLUTE_FLOOR_AMPLITUDE * np.sqrt(np.pi / 4.0 * window_energy)
+  return float(per_bin * np.mean(mel_filterbank(sample_rate, n_fft, n_mels).sum(0)))
+
+
+def relative_log_floor(reference_mel: jax.Array, relative: float,
+                       absolute: float) -> jax.Array:
+  """The floor added before the log of a mel spectrogram: `relative` times the mean of each
+  example's reference spectrogram, plus `absolute`.
+
+  reference_mel [B, T, M] -> [B, 1, 1], without gradient: the floor is a property of the
+  reference, so it follows the signal's own level, whatever the filterbank normalisation
+  or the clip's gain.
+  """
+  mean = jnp.mean(jax.lax.stop_gradient(reference_mel), axis=(-2, -1), keepdims=True)
+  return relative * mean + absolute
+
+
+def magnitude_mel(x: jax.Array, sample_rate: int, n_fft: int, hop: int,
+                  n_mels: int) -> jax.Array:
+  """Magnitude mel spectrogram `[B, T, M]`: centred STFT (zero padding), Slaney filters."""
+  return mel_spectrogram(x, sample_rate, n_fft, hop, n_mels, power=1.0, center=True)
+
+
+def log_mel_distance(reference: jax.Array, estimate: jax.Array, sample_rate: int = 16000,
+                     n_fft: int = 1024, hop: int = 256, n_mels: int = 80,
+                     relative_floor: float = 1e-3) -> jax.Array:
+  """Mean |log10(S + f) - log10(S' + f)| of magnitude mel spectrograms, per example [B].
+
+  `f = relative_log_floor(S, relative_floor, absolute_mel_floor(...))`: bins more than 60 dB
+  below the reference's mean level count as that floor. 1.0 is a mean error of 20 dB.
+  """
+  m = magnitude_mel(reference, sample_rate, n_fft, hop, n_mels)                  # [B, T, M]
+  m_hat = magnitude_mel(estimate, sample_rate, n_fft, hop, n_mels)
+  floor = relative_log_floor(m, relative_floor, absolute_mel_floor(sample_rate, n_fft, n_mels))
+  return jnp.mean(jnp.abs(jnp.log10(m + floor) - jnp.log10(m_hat + floor)), axis=(-2, -1))

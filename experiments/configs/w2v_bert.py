@@ -82,6 +82,7 @@ def get_config(arg=None):
   c.data.sample_rate = 16000  # Hz (= model.sample_rate).
   c.data.num_threads = 4  # Grain reader threads per process.
   c.data.prefetch = 64  # Grain prefetch buffer, in examples.
+  c.data.mixture = ""  # Several corpora, "corpus[/build]:weight,..." (replaces corpus).
   c.total_steps = 400_000  # Optimizer steps.
   c.batch_size = 512  # Global batch, in crops.
   c.compute_dtype = "bfloat16"  # Activations in bfloat16, float32 parameters.

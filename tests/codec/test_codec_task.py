@@ -62,10 +62,17 @@ def test_trainer_trains_codec_with_warmup_then_discriminators(run):
   for r, adversarial in zip(records, on):  # The GAN terms join the loss after the warm-up.
     gan = r["loss/adversarial"] + 100.0 * r["loss/feature_matching"]  # w_adv = 1, w_feat = 100
     assert gan > 0
-    expected = r["loss/reconstruction"] + r["loss/commitment"] + (gan if adversarial else 0.0)
+    expected = (r["loss/reconstruction"] + r["loss/waveform"] + r["loss/commitment"]
+                + (gan if adversarial else 0.0))                    # w_rec = w_wave = 1
     np.testing.assert_allclose(r["loss"], expected, rtol=1e-5)
+    for term in ("reconstruction", "waveform", "adversarial", "feature_matching"):
+      assert r[f"grad_at_output/{term}"] > 0, term  # the balance, even during the warm-up
   evals = read_jsonl(workdir, "eval")
   assert len(evals) == 1 and np.isfinite(evals[0]["loss"]) and evals[0]["loss/adversarial"] > 0
+  for key in ("quality/si_snr", "quality/si_snr_q1", "quality/mel_distance",
+              "quality/mel_distance_q1"):
+    assert np.isfinite(evals[0][key]), key
+  assert evals[0]["quality/mel_distance"] > 0
 
   warm, last = saved(workdir, WARMUP), saved(workdir, STEPS)  # The checkpoints written.
   for state, step in ((warm, WARMUP), (last, STEPS)):
@@ -152,7 +159,8 @@ def test_invalid_rows_get_no_weight(run, tiny_data_dir):
   two = evaluate({"audio": np.stack([clip, clip, 0.3 * clip]),
                   "valid": np.array([True, True, False])})
   assert float(one.weight) == 1.0 and float(two.weight) == 2.0
-  for key in ("loss/reconstruction", "loss/adversarial", "loss/feature_matching"):
+  for key in ("loss/reconstruction", "loss/waveform", "loss/adversarial",
+              "loss/feature_matching"):
     assert np.isfinite(float(one.metrics[key])) and float(one.metrics[key]) > 0
     np.testing.assert_allclose(one.metrics[key], two.metrics[key], rtol=1e-5, err_msg=key)
   assert np.isfinite(float(one.loss))

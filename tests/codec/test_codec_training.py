@@ -1,28 +1,36 @@
-"""Codec training with a plain optax loop: gradients reach the encoder, `tiny` overfits."""
+"""Codec training with a plain optax loop: gradients reach the encoder, and the `tiny` preset
+demonstrably learns one fixed batch: SI-SNR rises and decoded audio improves with every level."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
-from audiolm_jax.codec.losses import CodecLossConfig, generator_loss
+from audiolm_jax.codec import losses
 from audiolm_jax.codec.soundstream import CodecConfig, SoundStream
 from audiolm_jax.config import load_config
+from audiolm_jax.layers.spectral import log_mel_distance
 
 PRESET = load_config("codec:tiny")
 MODEL = SoundStream(CodecConfig.from_dict(PRESET.model))
 # Reconstruction only: every gradient that reaches the encoder has come through the
 # straight-through estimator of the quantiser (no commitment term).
-LOSS = CodecLossConfig.from_dict(PRESET.loss, commitment_weight=0.0)
+LOSS = losses.CodecLossConfig.from_dict(PRESET.loss, commitment_weight=0.0)
 OPTIMIZER = optax.adam(3e-3)
+STEPS = 150
 
 
 @jax.jit
 def train_step(params, opt_state, stats, wav, rng):
+  valid = jnp.ones(wav.shape[0], bool)
+
   def loss_fn(params):
     output, mutated = MODEL.apply({"params": params, "vq_stats": stats}, wav, train=True,
                                   rngs={"quantizer": rng}, mutable=["vq_stats"])
-    loss, metrics = generator_loss(LOSS, wav, output)
+    loss, metrics = losses.generator_loss(LOSS, wav, output.audio, valid,
+                                          output.quantizer.commitment_loss)
+    metrics.update(losses.codebook_metrics(output.quantizer))
     return loss, (metrics, mutated["vq_stats"])
 
   (_, (metrics, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
@@ -30,13 +38,28 @@ def train_step(params, opt_state, stats, wav, rng):
   return optax.apply_updates(params, updates), opt_state, stats, metrics, grads
 
 
+@jax.jit
+def decode_levels(params, stats, wav):
+  """Decoded audio from the first n levels, n = 1..Q: [Q, B, S]."""
+  variables = {"params": params, "vq_stats": stats}
+  codes = MODEL.apply(variables, wav, method=SoundStream.encode)
+  return jnp.stack([MODEL.apply(variables, codes[..., :n], method=SoundStream.decode)
+                    for n in range(1, codes.shape[-1] + 1)])
+
+
 def _batch():
-  """Two fixed 0.2 s clips: a few partials and a little noise."""
+  """Two fixed 0.2 s speech-like clips: glottal-pulse harmonics through moving formants."""
   t = np.arange(3200) / 16000
-  noise = 0.05 * np.random.default_rng(0).normal(size=(2, 3200))
-  wav = np.stack([0.5 * np.sin(2 * np.pi * 220 * t) + 0.3 * np.sin(2 * np.pi * 440 * t + 1),
-                  0.4 * np.sin(2 * np.pi * 330 * t) + 0.2 * np.sin(2 * np.pi * 1250 * t)])
-  return (wav + noise).astype(np.float32)
+  rng = np.random.default_rng(0)
+  wavs = []
+  for f0, formants in ((120.0, (500.0, 1500.0)), (210.0, (700.0, 2200.0))):
+    f0_t = f0 * (1 + 0.1 * np.sin(2 * np.pi * 3 * t))
+    phase = 2 * np.pi * np.cumsum(f0_t) / 16000
+    x = sum(np.sin(k * phase) * sum(np.exp(-((k * f0 - f) / 300.0) ** 2) for f in formants)
+            for k in range(1, 40))
+    x = x * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t)) + 0.01 * rng.normal(size=t.size)
+    wavs.append(0.3 * x / np.abs(x).max())
+  return np.stack(wavs).astype(np.float32)
 
 
 def test_straight_through_gradients_reach_the_encoder(tiny_variables):
@@ -54,14 +77,33 @@ def test_straight_through_gradients_reach_the_encoder(tiny_variables):
   assert float(metrics["codebook/perplexity_q0"]) > 1.0
 
 
-def test_tiny_preset_overfits_one_batch(tiny_variables):
+@pytest.fixture(scope="module")
+def overfit(tiny_variables):
+  """The tiny codec after STEPS steps on one batch: (params, stats, history of metrics)."""
   params, stats = tiny_variables["params"], tiny_variables["vq_stats"]
   opt_state = OPTIMIZER.init(params)
   wav = _batch()
-  history = []
-  for step in range(40):
+  history = [float(losses.si_snr(wav, decode_levels(params, stats, wav)[-1]).mean())]
+  for step in range(STEPS):
     params, opt_state, stats, metrics, _ = train_step(params, opt_state, stats, wav,
                                                       jax.random.key(step))
-    history.append(float(metrics["loss/reconstruction"]))
-  assert np.all(np.isfinite(history))
-  assert np.mean(history[-5:]) <= 0.5 * history[0], history
+    assert np.isfinite(float(metrics["loss/generator"])), step
+  return params, stats, history
+
+
+def test_tiny_preset_overfits_one_batch_in_si_snr(overfit):
+  params, stats, history = overfit
+  wav = _batch()
+  decoded = decode_levels(params, stats, wav)                          # [Q, B, S]
+  final = float(losses.si_snr(wav, decoded[-1]).mean())
+  # From the fresh codec (k-means codebooks after the first step aside) to the trained one.
+  assert final >= history[0] + 6.0, (history[0], final)
+  assert final > 0.0, final
+
+
+def test_decoded_audio_improves_with_every_level(overfit):
+  params, stats, _ = overfit
+  wav = _batch()
+  decoded = decode_levels(params, stats, wav)                          # [Q, B, S]
+  distance = [float(log_mel_distance(wav, d).mean()) for d in decoded]
+  assert all(a > b for a, b in zip(distance, distance[1:])), distance

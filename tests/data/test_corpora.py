@@ -136,6 +136,42 @@ def test_folder_librispeech_layout(tmp_path):
   assert len(row["audio"]) == 32000
 
 
+def test_folder_librispeech_flat_names_give_speaker_and_chapter(tmp_path):
+  """The layout of the LibriSpeech excerpts: flat `SPK-CHAPTER-UTT.flac` names in a split
+  folder, and `SPK/SPK-CHAPTER-UTT.flac` one level down; no transcripts."""
+  root = tmp_path / "excerpts"
+  (root / "train-clean-100").mkdir(parents=True)
+  for spk, chap in (("103", "1240"), ("1034", "121119")):
+    sf.write(str(root / "train-clean-100" / f"{spk}-{chap}-0000.flac"), _tone(1.0), 16000)
+  (root / "test-other" / "1688").mkdir(parents=True)
+  sf.write(str(root / "test-other" / "1688" / "1688-142285-0003.flac"), _tone(1.2), 16000)
+  sf.write(str(root / "test-other" / "1688" / "notes.flac"), _tone(1.1), 16000)
+  data_dir = str(tmp_path / "data")
+  summary = corpora.build("audio_folder", source_dir=str(root), layout="librispeech",
+                          data_dir=data_dir, workers=1, build_name="excerpts")
+  assert summary["config"] == "excerpts" and summary["examples_per_split"] == {
+      "train": 2, "test": 2}
+  sources = corpora.data_sources("audio_folder", data_dir, "excerpts")
+  train = {sources["train"][i]["speaker"]: sources["train"][i] for i in range(2)}
+  assert set(train) == {b"103", b"1034"}
+  assert train[b"1034"]["chapter"] == b"121119" and train[b"1034"]["transcript"] == b""
+  test = {sources["test"][i]["path"].decode(): sources["test"][i] for i in range(2)}
+  row = test[os.path.join("test-other", "1688", "1688-142285-0003.flac")]
+  assert row["speaker"] == b"1688" and row["chapter"] == b"142285"
+  # A name that is not LibriSpeech's: the folders above the file, as in the full layout.
+  other = test[os.path.join("test-other", "1688", "notes.flac")]
+  assert other["speaker"] == b"test-other" and other["chapter"] == b"1688"
+  # The same build name for another folder is refused, not silently reused.
+  (tmp_path / "other").mkdir()
+  sf.write(str(tmp_path / "other" / "1-2-0003.flac"), _tone(1.0), 16000)
+  with pytest.raises(DataError, match="already exists"):
+    corpora.build("audio_folder", source_dir=str(tmp_path / "other"), layout="librispeech",
+                  data_dir=data_dir, workers=1, build_name="excerpts")
+  with pytest.raises(DataError, match="build name"):
+    corpora.build("audio_folder", source_dir=str(root), layout="librispeech",
+                  data_dir=data_dir, build_name="../x")
+
+
 def test_folder_maestro_layout(tmp_path):
   import mido
   root = tmp_path / "maestro" / "2018"

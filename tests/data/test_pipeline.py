@@ -126,3 +126,40 @@ def test_bad_config_values(tiny_data_dir):
     make_audio_iterator(cfg(tiny_data_dir), batch_size=0, seed=0, process_index=0,
                         process_count=1)
   assert AudioDataConfig.from_config(cfg(tiny_data_dir)).crop_samples == 8000
+
+
+def test_mixture_is_weighted_deterministic_and_resumable(tiny_data_dir):
+  mix = cfg(tiny_data_dir, config_name=None,
+            mixture="synthetic_speech/tiny:3, synthetic_piano/tiny:1")
+
+  def iterator():
+    return make_audio_iterator(mix, batch_size=4, seed=0, process_index=0, process_count=1)
+
+  batches = take(iterator(), 10)
+  speech = np.concatenate([b["speaker_id"] >= 0 for b in batches])  # Piano has no speakers.
+  assert speech.sum() == 30 and (~speech).sum() == 10                 # 3 : 1, by a fixed pattern
+  again = take(iterator(), 10)
+  for x, y in zip(batches, again):
+    np.testing.assert_array_equal(x["audio"], y["audio"])
+  it = iterator()
+  take(it, 4)
+  state = json.loads(json.dumps(it.get_state()))
+  resumed = iterator()
+  resumed.set_state(state)
+  for x, y in zip(batches[4:], take(resumed, 6)):
+    np.testing.assert_array_equal(x["audio"], y["audio"])
+  # Evaluation: every component's split, one after the other.
+  n = sum(len(corpora.data_source(c, "validation", tiny_data_dir, "tiny"))
+          for c in ("synthetic_speech", "synthetic_piano"))
+  rows = [b["valid"] for b in take(make_audio_iterator(
+      mix, batch_size=1, seed=0, process_index=0, process_count=1, train=False), n)]
+  assert np.concatenate(rows).all()
+
+
+@pytest.mark.parametrize("mixture, match", [
+    ("synthetic_speech:0", "positive"), ("synthetic_speech:x", "number"),
+    ("nope:1", "unknown corpus"), (",", "no corpus")])
+def test_bad_mixtures_are_one_line_errors(tiny_data_dir, mixture, match):
+  with pytest.raises(DataError, match=match):
+    make_audio_iterator(cfg(tiny_data_dir, mixture=mixture), batch_size=1, seed=0,
+                        process_index=0, process_count=1)

@@ -21,8 +21,10 @@ SIZES = ("tiny", "default")
 
 
 def make_builder(name: str, *, size: str = "default", data_dir: str | None = None,
-                 source_dir: str | None = None, layout: str = "generic", workers: int = 2):
-  """The TFDS builder for a corpus (nothing is built until `prepare`)."""
+                 source_dir: str | None = None, layout: str = "generic", workers: int = 2,
+                 build_name: str | None = None):
+  """The TFDS builder for a corpus (nothing is built until `prepare`); `build_name` names an
+  audio_folder build (default: from the layout and the folder)."""
   from audiolm_jax.data.corpora import base
   data_dir = data_dir or base.default_data_dir()
   if name == "synthetic_speech":
@@ -33,7 +35,7 @@ def make_builder(name: str, *, size: str = "default", data_dir: str | None = Non
     from audiolm_jax.data.corpora.folder import AudioFolder, folder_config
     if not source_dir:
       raise DataError("audio_folder needs --source DIR (the folder holding your audio)")
-    return AudioFolder(data_dir=data_dir, config=folder_config(source_dir, layout),
+    return AudioFolder(data_dir=data_dir, config=folder_config(source_dir, layout, build_name),
                        workers=workers)
   else:
     raise DataError(f"unknown corpus {name!r}; known: {', '.join(CORPORA)}")
@@ -44,11 +46,11 @@ def make_builder(name: str, *, size: str = "default", data_dir: str | None = Non
 
 def build(name: str, *, size: str = "default", data_dir: str | None = None,
           source_dir: str | None = None, layout: str = "generic", workers: int = 2,
-          force: bool = False) -> dict:
+          force: bool = False, build_name: str | None = None) -> dict:
   """Builds a corpus (reusing a finished build unless `force`) and returns its summary."""
   from audiolm_jax.data.corpora import base
   builder = make_builder(name, size=size, data_dir=data_dir, source_dir=source_dir,
-                         layout=layout, workers=workers)
+                         layout=layout, workers=workers, build_name=build_name)
   return base.prepare(builder, force=force)
 
 

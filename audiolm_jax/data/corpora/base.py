@@ -117,6 +117,9 @@ def write_summary(builder: CorpusBuilder, seconds_taken: float) -> dict:
       "skipped_by_reason": dict(reasons),
       "skipped_sources": [dataclasses.asdict(s) for s in builder.skipped],
   }
+  source_dir = getattr(builder.builder_config, "source_dir", None)
+  if source_dir:
+    summary["source_dir"] = source_dir
   path = os.path.join(os.fspath(builder.data_path), SUMMARY_FILE)
   if os.path.isdir(os.path.dirname(path)):
     with open(path, "w") as f:
@@ -133,6 +136,11 @@ def prepare(builder: CorpusBuilder, force: bool = False) -> dict:
   if not force and os.path.exists(existing):
     with open(existing) as f:
       summary = json.load(f)
+    source_dir = getattr(builder.builder_config, "source_dir", None)
+    if source_dir and summary.get("source_dir", source_dir) != source_dir:
+      raise DataError(f"a build named {summary.get('config')!r} of {summary['source_dir']} "
+                      f"already exists in {builder.data_path}; choose another --name or "
+                      "rebuild with --force")
     summary["reused"] = True
     return summary
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(download_mode=mode))

@@ -1,9 +1,13 @@
 """`audio_folder`: a corpus from audio the user already has on disk. Nothing is downloaded.
 
 Layouts:
-- `librispeech`: LibriSpeech / LibriLight (`SPEAKER/CHAPTER/*.flac`, transcripts from
-  `SPEAKER-CHAPTER.trans.txt` where present). Splits from `train-*` / `dev-*` / `test-*`
-  folder names when the path has them, else by a stable hash of the file path.
+- `librispeech`: LibriSpeech / LibriLight as distributed (`SPEAKER/CHAPTER/*.flac`) or any
+  flatter copy: speaker and chapter come from the file name when it is LibriSpeech's
+  `SPEAKER-CHAPTER-UTTERANCE` (so `train-clean-100/103-1240-0000.flac` and
+  `test-other/1688/1688-142285-0000.flac` both work), else from the two folders above the
+  file. Transcripts from `SPEAKER-CHAPTER.trans.txt` where present (optional). Splits from
+  `train-*` / `dev-*` / `test-*` folder names when the path has them, else by a stable hash
+  of the file path.
 - `maestro`: MAESTRO (`YEAR/*.wav` with a `.midi` beside each); splits, composer and title
   from `maestro-v*.csv` when present; MIDI note events are kept.
 - `generic`: any folder of wav/flac/ogg/mp3; the speaker is the parent folder's name.
@@ -29,6 +33,10 @@ from audiolm_jax.data.corpora import base
 from audiolm_jax.errors import DataError
 
 LAYOUTS = ("librispeech", "maestro", "generic")
+# LibriSpeech / LibriLight utterance names: SPEAKER-CHAPTER-UTTERANCE.
+LIBRISPEECH_NAME = re.compile(r"^(\d+)-(\d+)-(\d+)$")
+# A build name a user may choose: a path component and a TFDS config name.
+BUILD_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,79}$")
 
 
 @dataclasses.dataclass(eq=False)
@@ -41,16 +49,21 @@ class FolderConfig(tfds.core.BuilderConfig):
   max_seconds: float = 4 * 3600.0
 
 
-def folder_config(source_dir: str, layout: str, **kwargs) -> FolderConfig:
-  """A config named after the layout and the folder, so two folders never share a build."""
+def folder_config(source_dir: str, layout: str, name: str | None = None,
+                  **kwargs) -> FolderConfig:
+  """A build of `source_dir`, named `name` (`--config_name` elsewhere) or, by default, after
+  the layout and the folder, so two folders never share a build."""
   if layout not in LAYOUTS:
     raise DataError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
   source_dir = os.path.abspath(os.path.expanduser(source_dir))
   if not os.path.isdir(source_dir):
     raise DataError(f"{source_dir}: not a folder")
-  tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(source_dir.rstrip("/")))[:60] or "root"
-  digest = hashlib.sha256(source_dir.encode("utf-8")).hexdigest()[:8]
-  name = f"{layout}-{tag}-{digest}"
+  if name is not None and not BUILD_NAME.match(name):
+    raise DataError(f"build name {name!r}: use letters, digits, '_', '-' and '.' (at most 80)")
+  if name is None:
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", os.path.basename(source_dir.rstrip("/")))[:60]
+    digest = hashlib.sha256(source_dir.encode("utf-8")).hexdigest()[:8]
+    name = f"{layout}-{tag or 'root'}-{digest}"
   return FolderConfig(name=name, description=f"{layout} folder {source_dir}",
                       source_dir=source_dir, layout=layout, **kwargs)
 
@@ -60,6 +73,7 @@ class FileJob:
   source: str            # The audio file.
   key: str               # Path relative to the folder.
   speaker: str
+  chapter: str           # LibriSpeech chapter (or "").
   transcript: str
   midi: str              # A MIDI file with the performance, or "".
   sample_rate: int
@@ -71,7 +85,7 @@ def make_file_example(job: FileJob) -> dict:
   wav = load_audio(job.source, job.sample_rate, checks=AudioChecks(max_seconds=job.max_seconds))
   notes = midi_notes(job.midi) if job.midi else np.zeros((0, 3), np.float32)
   return {"audio": to_int16(wav), "path": job.key, "speaker": job.speaker,
-          "transcript": job.transcript, "notes": notes}
+          "chapter": job.chapter, "transcript": job.transcript, "notes": notes}
 
 
 def _audio_files(root: str) -> list[str]:
@@ -104,6 +118,17 @@ def _librispeech_transcripts(root: str) -> dict[str, str]:
   return out
 
 
+def librispeech_speaker_chapter(rel: str) -> tuple[str, str]:
+  """(speaker, chapter) of a LibriSpeech-layout file: from its `SPEAKER-CHAPTER-UTTERANCE`
+  name when it has one, else from the two folders above it ("" where there are none)."""
+  stem = os.path.splitext(os.path.basename(rel))[0]
+  match = LIBRISPEECH_NAME.match(stem)
+  if match:
+    return match.group(1), match.group(2)
+  parts = rel.split(os.sep)[:-1]
+  return (parts[-2] if len(parts) >= 2 else ""), (parts[-1] if parts else "")
+
+
 def _maestro_rows(root: str) -> dict[str, dict]:
   rows = {}
   for path in sorted(glob.glob(os.path.join(root, "maestro-v*.csv"))):
@@ -125,10 +150,9 @@ def plan(config: FolderConfig) -> dict[str, list[FileJob]]:
   for path in files:
     rel = os.path.relpath(path, root)
     stem = os.path.splitext(os.path.basename(path))[0]
-    speaker, transcript, midi, split = "", "", "", None
+    speaker, chapter, transcript, midi, split = "", "", "", "", None
     if config.layout == "librispeech":
-      parts = rel.split(os.sep)
-      speaker = parts[-3] if len(parts) >= 3 else stem.split("-")[0]
+      speaker, chapter = librispeech_speaker_chapter(rel)
       transcript = transcripts.get(stem, "")
       split = _split_from_path(rel)
     elif config.layout == "maestro":
@@ -148,15 +172,17 @@ def plan(config: FolderConfig) -> dict[str, list[FileJob]]:
       h = base.stable_hash(rel)
       split = ("test" if h < config.test_fraction else
                "validation" if h < config.test_fraction + config.validation_fraction else "train")
-    splits[split].append(FileJob(path, rel, speaker, transcript, midi, config.sample_rate,
-                                 config.max_seconds))
+    splits[split].append(FileJob(path, rel, speaker, chapter, transcript, midi,
+                                 config.sample_rate, config.max_seconds))
   return splits
 
 
 class AudioFolder(base.CorpusBuilder):
   """Audio files from a folder on disk (LibriSpeech/LibriLight, MAESTRO, or any layout)."""
 
-  VERSION = tfds.core.Version("1.0.0")
+  VERSION = tfds.core.Version("1.1.0")
+  RELEASE_NOTES = {"1.0.0": "First release.",
+                   "1.1.0": "`chapter` feature; LibriSpeech speakers from file names."}
   DESCRIPTION = __doc__
 
   def _features(self):
@@ -164,6 +190,7 @@ class AudioFolder(base.CorpusBuilder):
         "audio": base.int16_audio_feature(),  # Resampled to the config's rate, mono, int16.
         "path": tfds.features.Text(),          # Relative to the source folder.
         "speaker": tfds.features.Text(),       # Speaker (or composer for MAESTRO); "" unknown.
+        "chapter": tfds.features.Text(),       # LibriSpeech chapter; "" unknown.
         "transcript": tfds.features.Text(),    # Transcript (or title for MAESTRO); "" unknown.
         "notes": tfds.features.Tensor(shape=(None, 3), dtype=np.float32),  # MIDI, if any.
     })
