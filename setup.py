@@ -7,9 +7,19 @@ from setuptools import find_packages, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def _requirements():
+def _requirements(extra=None):
+  """The pinned lines of requirements.txt: those marked `# extra: NAME` belong to that extra."""
+  out = []
   with open(os.path.join(HERE, "requirements.txt")) as f:
-    return [l.strip() for l in f if l.strip() and not l.startswith("#") and not l.startswith("pytest")]
+    for line in f:
+      spec, _, comment = line.partition("#")
+      spec, comment = spec.strip(), comment.strip()
+      if not spec or spec.startswith("pytest"):
+        continue
+      mark = comment[len("extra:"):].strip() if comment.startswith("extra:") else None
+      if mark == extra:
+        out.append(spec)
+  return out
 
 
 setup(
@@ -21,9 +31,12 @@ setup(
         os.path.join(HERE, "README.md")) else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["audiolm_jax", "audiolm_jax.*"]),
+    # The shipped configs travel with the package (`audiolm_jax.configs`), so an installed
+    # `audiolm-jax train --config experiments/configs/codec.py:cpu` finds them anywhere.
+    packages=find_packages(include=["audiolm_jax", "audiolm_jax.*"]) + ["audiolm_jax.configs"],
+    package_dir={"audiolm_jax.configs": "experiments/configs"},
     install_requires=_requirements(),
-    extras_require={"test": ["pytest"]},
+    extras_require={"test": ["pytest"], "eval": _requirements("eval")},
     entry_points={"console_scripts": ["audiolm-jax=audiolm_jax.cli:main"]},
     license="Apache-2.0",
 )
