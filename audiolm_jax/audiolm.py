@@ -2,35 +2,49 @@
 
     lm = AudioLM.from_run_dir("runs/demo")            # codec, tokenizer and three stages
     out = lm.generate(prompt_wav, seconds=10.0, rng=jax.random.key(0))
-    out.audio        # float32 [B, S]: the prompt's reconstruction, then the continuation
-    out.semantic     # int32 [B, T25]   (prompt ids first, unchanged)
-    out.coarse       # int32 [B, T50, Q']
-    out.fine         # int32 [B, T50, Q - Q']
+    out.audio             # float32 [B, S]: the prompt's reconstruction, then the continuation
+    out.semantic          # int32 [B, T]: semantic ids on the raw-frame timeline (prompt first)
+    out.semantic_tokens   # int32 [B, n]: the generated deduplicated tokens
+    out.coarse            # int32 [B, r T, Q']
+    out.fine              # int32 [B, r T, Q - Q']
+    out.continuation_start  # the sample where generated audio begins (a frame edge)
+    audio = lm.acoustic_from_semantic(ids, rng=k).audio   # stages 2 + 3 alone (Table II)
 
-Frames: a clip of S samples has T25 = ceil(S / 640) semantic frames and exactly T50 = 2 * T25
-acoustic frames: the codec tokenizes the clip padded to a multiple of 640 samples
-(`semantic.tokenizer.pad_to_frames`), so the two token streams always line up.
+Frames (`audiolm_jax.frames`): a clip of S samples has T = ceil(S / spf) semantic frames (spf:
+the tokenizer's samples per frame, 640 = 25 Hz) and r T codec frames, r = spf / (codec hop),
+read from the two tokenizers (2 for SoundStream and 25 Hz tokens, 1 for a 50 Hz semantic
+model). The codec tokenizes the clip padded to a whole number of semantic frames, so the two
+token streams always line up.
 
 Conditioning, as in the paper: the prompt's semantic ids are the semantic stage's prefix; the
-coarse stage sees all semantic ids (prompt + generated) and the prompt's coarse codes as its
-prefix; the fine stage sees all coarse codes and keeps the prompt's fine codes. With no prompt
-the generation is unconditional. `acoustic_only=True` is the paper's ablation: no semantic
-stage, the coarse LM (trained with `stage.acoustic_only`) continues the prompt's coarse codes.
+coarse stage sees the semantic ids of each window's span (the prompt's, then the generated
+tokens laid out in time as training saw them, `lm.generate.semantic_timeline`) and the
+prompt's coarse codes as its prefix; the fine stage sees all coarse codes and keeps the
+prompt's fine codes. With no prompt the generation is unconditional. `acoustic_only` is the
+paper's ablation: no semantic stage, the coarse LM (trained with `stage.acoustic_only`)
+continues the prompt's coarse codes.
 
-A run directory holds one subdirectory per trained part (names in `PARTS`).
+A run directory holds one subdirectory per trained part (names in `PARTS`). Inference imports
+no optimizer, data pipeline or trainer.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
-from typing import Any, Callable
+from typing import Callable
 
 import jax
-import ml_collections
 import numpy as np
 
-from audiolm_jax.errors import CheckpointError, ConfigError
+from audiolm_jax import pretrained, tokenize
+from audiolm_jax.errors import ConfigError, DataError
+from audiolm_jax.frames import SAMPLES_PER_FRAME, num_frames
+from audiolm_jax.lm import generate as gen
+from audiolm_jax.lm.stages import remove_consecutive_duplicates
+
+log = logging.getLogger(__name__)
 
 # Subdirectories of a run directory.
 PARTS = {"codec": "codec", "w2v_bert": "w2v_bert", "semantic_tokenizer": "semantic_tokenizer",
@@ -38,85 +52,93 @@ PARTS = {"codec": "codec", "w2v_bert": "w2v_bert", "semantic_tokenizer": "semant
 
 
 @dataclasses.dataclass
-class StageModel:
-  """A trained stage: its resolved config and parameters (numpy or device arrays)."""
-  config: ml_collections.ConfigDict
-  params: Any
-
-
-@dataclasses.dataclass
 class Generation:
-  audio: np.ndarray           # [B, S] float32
-  semantic: np.ndarray | None  # [B, T25]
-  coarse: np.ndarray           # [B, T50, Q']
-  fine: np.ndarray             # [B, T50, Q - Q']
-  prompt_samples: int          # samples of the prompt (0 when unconditional)
+  """What `AudioLM.generate` returns (see the module docstring)."""
+  audio: np.ndarray                    # [B, S] float32
+  semantic: np.ndarray | None          # [B, T]
+  semantic_tokens: np.ndarray | None   # [B, n]
+  coarse: np.ndarray                   # [B, r T, Q']
+  fine: np.ndarray                     # [B, r T, Q - Q']
+  prompt_samples: int                  # samples of the prompt (0 when unconditional)
+  prompt_frames: int                   # its semantic frames (the prompt's codes cover them)
+  continuation_start: int              # first generated sample: prompt_frames * spf
   sample_rate: int
 
 
-def load_stage(workdir: str) -> StageModel:
-  """The latest checkpoint's parameters and config from a stage's training workdir."""
-  from audiolm_jax.train.checkpoint import find_step_dir, read_config, read_numpy
-  step_dir = find_step_dir(workdir)
-  config = read_config(step_dir)
-  if config is None:
-    raise CheckpointError(f"{step_dir}: no config saved with the checkpoint")
-  params = read_numpy(step_dir, ("params",)).get("params")
-  if params is None:
-    raise CheckpointError(f"{step_dir}: the checkpoint holds no params")
-  return StageModel(ml_collections.ConfigDict(config), params)
+def frames_per_token(semantic_lm: pretrained.TrainedStage,
+                     prompt_ids: np.ndarray | None = None) -> float:
+  """L, raw frames per deduplicated token, as recorded from the training cache in the
+  semantic LM's config (`data.frames_per_token`). A run trained before it was recorded falls
+  back to the prompt's own rate (or 1.0 without a prompt), with a warning."""
+  value = float(semantic_lm.config.data.get("frames_per_token", 0.0) or 0.0)
+  if value >= 1.0:
+    return value
+  estimate = 1.0
+  if prompt_ids is not None and prompt_ids.size:
+    estimate = float(np.mean([len(r) / max(1, len(remove_consecutive_duplicates(r)))
+                              for r in prompt_ids]))
+  log.warning("the semantic LM records no data.frames_per_token; using %.3f", estimate)
+  return max(1.0, estimate)
 
 
 class AudioLM:
   """The three-stage hierarchy with its tokenizers (see the module docstring)."""
 
-  def __init__(self, codec, semantic_tokenizer, semantic_lm: StageModel | None,
-               coarse_lm: StageModel, fine_lm: StageModel):
+  def __init__(self, codec, semantic_tokenizer, semantic_lm: pretrained.TrainedStage | None,
+               coarse_lm: pretrained.TrainedStage, fine_lm: pretrained.TrainedStage):
     self.codec = codec
     self.semantic_tokenizer = semantic_tokenizer
     self.semantic_lm = semantic_lm
     self.coarse_lm = coarse_lm
     self.fine_lm = fine_lm
-    self.acoustic_only = bool(coarse_lm.config.stage.get("acoustic_only", False))
+    self.acoustic_only = bool(coarse_lm.stage.acoustic_only)
     if not self.acoustic_only and (semantic_lm is None or semantic_tokenizer is None):
       raise ConfigError("a semantic LM and tokenizer are needed unless the coarse LM was "
                         "trained with stage.acoustic_only")
-    q_coarse = int(coarse_lm.config.stage.num_coarse)
+    q_coarse = coarse_lm.stage.num_coarse
     if codec.num_quantizers < q_coarse:
       raise ConfigError(f"the codec has {codec.num_quantizers} levels, the coarse stage "
                         f"models {q_coarse}")
+    self.samples_per_frame = (semantic_tokenizer.samples_per_frame
+                              if semantic_tokenizer is not None else SAMPLES_PER_FRAME)
+    self.frame_ratio = tokenize.ratio_of(codec, self.samples_per_frame)
+    if (not self.acoustic_only
+        and coarse_lm.stage.frames_per_semantic_frame != self.frame_ratio):
+      raise ConfigError(
+          f"the coarse stage was trained with {coarse_lm.stage.frames_per_semantic_frame} "
+          f"codec frames per semantic frame; this codec and tokenizer give {self.frame_ratio}")
 
   @classmethod
-  def from_run_dir(cls, run_dir: str, parts: dict[str, str] | None = None) -> "AudioLM":
+  def from_run_dir(cls, run_dir: str, parts: dict[str, str] | None = None) -> AudioLM:
     """Loads every part from `run_dir/<part>` (or the paths given in `parts`)."""
-    from audiolm_jax.codec.task import load_codec
-    from audiolm_jax.semantic.task import load_semantic_tokenizer
     paths = {k: os.path.join(run_dir, v) for k, v in PARTS.items()}
     paths.update(parts or {})
-    coarse = load_stage(paths["coarse_lm"])
-    acoustic_only = bool(coarse.config.stage.get("acoustic_only", False))
+    coarse = pretrained.load_stage(paths["coarse_lm"], "coarse_lm")
     semantic_lm = tokenizer = None
-    if not acoustic_only:
-      semantic_lm = load_stage(paths["semantic_lm"])
-      tokenizer = load_semantic_tokenizer(paths["semantic_tokenizer"], paths["w2v_bert"])
-    return cls(load_codec(paths["codec"]), tokenizer, semantic_lm, coarse,
-               load_stage(paths["fine_lm"]))
+    if not coarse.stage.acoustic_only:
+      semantic_lm = pretrained.load_stage(paths["semantic_lm"], "semantic_lm")
+      tokenizer = pretrained.load_semantic_tokenizer(paths["semantic_tokenizer"],
+                                                     paths["w2v_bert"])
+    return cls(pretrained.load_codec(paths["codec"]), tokenizer, semantic_lm, coarse,
+               pretrained.load_stage(paths["fine_lm"], "fine_lm"))
 
   @property
   def sample_rate(self) -> int:
     return int(self.codec.sample_rate)
 
+  @property
+  def num_levels(self) -> int:
+    """Levels the fine stage models in all (coarse + fine): at most the codec's."""
+    return int(self.fine_lm.stage.num_quantizers)
+
   def tokenize(self, wav: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-    """wav [B, S] -> (semantic [B, T25] or None, acoustic codes [B, 2*T25, Q])."""
-    from audiolm_jax.codec.task import tokenize_for_lm
+    """wav [B, S] -> (semantic ids [B, T] or None, acoustic codes [B, r T, Q])."""
     wav = np.asarray(wav, np.float32)
-    codes = np.asarray(tokenize_for_lm(self.codec, wav))
+    codes = np.asarray(tokenize.tokenize_for_lm(self.codec, wav,
+                                                samples_per_frame=self.samples_per_frame))
     semantic = None
     if self.semantic_tokenizer is not None and not self.acoustic_only:
       semantic = np.asarray(self.semantic_tokenizer.tokenize(wav))
-      if codes.shape[1] != 2 * semantic.shape[1]:
-        raise ConfigError(f"{codes.shape[1]} acoustic frames for {semantic.shape[1]} semantic "
-                          "frames: the codec and the tokenizer disagree on frame rates")
     return semantic, codes
 
   def generate(self, prompt_wav: np.ndarray | None = None, *, seconds: float = 10.0,
@@ -124,51 +146,76 @@ class AudioLM:
                progress: Callable[[str], None] | None = None) -> Generation:
     """Continues `prompt_wav` ([S] or [B, S], at the codec's rate) to `seconds` in all, or
     generates `batch_size` clips unconditionally when `prompt_wav` is None."""
-    from audiolm_jax.lm import generate as gen
-    from audiolm_jax.semantic.tokenizer import num_frames
     say = progress or (lambda msg: None)
-    total_t25 = num_frames(int(round(seconds * self.sample_rate)))
-    total_t50 = 2 * total_t25
-    q_coarse = int(self.coarse_lm.config.stage.num_coarse)
+    spf, r = self.samples_per_frame, self.frame_ratio
+    total_t = num_frames(int(round(seconds * self.sample_rate)), spf)
+    q_coarse = self.coarse_lm.stage.num_coarse
     rng_s, rng_c, rng_f = jax.random.split(rng, 3)
 
     prompt_semantic = prompt_codes = None
-    prompt_samples = 0
+    prompt_samples = prompt_t = 0
     if prompt_wav is not None:
       prompt_wav = np.asarray(prompt_wav, np.float32)
       prompt_wav = prompt_wav[None] if prompt_wav.ndim == 1 else prompt_wav
-      batch_size = prompt_wav.shape[0]
-      prompt_samples = prompt_wav.shape[1]
-      say("tokenizing the prompt")
-      prompt_semantic, prompt_codes = self.tokenize(prompt_wav)
-      if prompt_codes.shape[1] >= total_t50:
+      if prompt_wav.ndim != 2 or prompt_wav.shape[1] == 0:
+        raise DataError(f"the prompt must be a waveform [S] or [B, S], got {prompt_wav.shape}")
+      batch_size, prompt_samples = prompt_wav.shape
+      prompt_t = num_frames(prompt_samples, spf)
+      if prompt_t >= total_t:
         raise ConfigError(f"the prompt ({prompt_samples / self.sample_rate:.1f} s) is not "
                           f"shorter than the requested {seconds} s")
+      say("tokenizing the prompt")
+      prompt_semantic, prompt_codes = self.tokenize(prompt_wav)
 
-    q_all = self.num_levels
-    empty = np.zeros((batch_size, 0), np.int32)
-    semantic = None
+    semantic = tokens = None
     if not self.acoustic_only:
       say("stage 1: semantic tokens")
-      semantic = gen.generate_semantic(
-          self.semantic_lm.params, self.semantic_lm.config,
-          empty if prompt_semantic is None else prompt_semantic, total_t25, rng_s)
+      known = (np.zeros((batch_size, 0), np.int32) if prompt_semantic is None
+               else prompt_semantic)
+      per_token = frames_per_token(self.semantic_lm, prompt_semantic)
+      tokens = gen.generate_semantic(
+          self.semantic_lm, known, gen.tokens_for_frames(total_t - prompt_t, per_token), rng_s,
+          frames_per_token=per_token)
+      semantic = gen.semantic_timeline(known, tokens, per_token, total_t)
     say("stage 2: coarse acoustic tokens")
     coarse = gen.generate_coarse(
-        self.coarse_lm.params, self.coarse_lm.config, semantic,
+        self.coarse_lm, semantic,
         np.zeros((batch_size, 0, q_coarse), np.int32) if prompt_codes is None
-        else prompt_codes[..., :q_coarse], total_t50, rng_c)
+        else prompt_codes[..., :q_coarse], r * total_t, rng_c)
     say("stage 3: fine acoustic tokens")
     codes = gen.generate_fine(
-        self.fine_lm.params, self.fine_lm.config, coarse,
-        None if prompt_codes is None else prompt_codes[..., :q_all], rng_f)  # [B, T50, Q]
+        self.fine_lm, coarse,
+        None if prompt_codes is None else prompt_codes[..., :self.num_levels], rng_f)
+    say("decoding audio")
+    audio = np.asarray(self.codec.decode(codes), np.float32)                    # [B, S]
+    return Generation(audio=audio, semantic=semantic, semantic_tokens=tokens, coarse=coarse,
+                      fine=codes[..., q_coarse:], prompt_samples=prompt_samples,
+                      prompt_frames=prompt_t, continuation_start=prompt_t * spf,
+                      sample_rate=self.sample_rate)
+
+  def acoustic_from_semantic(self, semantic_ids: np.ndarray, *, rng: jax.Array,
+                             progress: Callable[[str], None] | None = None) -> Generation:
+    """Stages 2 and 3 alone from given semantic ids `[B, T]` (raw, at the tokenizer's frame
+    rate, e.g. the ground-truth tokens of real speech) with no acoustic prompt: the paper's
+    acoustic generation from semantic tokens (Table II), which should keep the words but not
+    know the voice."""
+    if self.acoustic_only:
+      raise ConfigError("an acoustic-only model has no semantic conditioning")
+    say = progress or (lambda msg: None)
+    semantic = np.asarray(semantic_ids, np.int32)
+    if semantic.ndim != 2 or semantic.shape[1] == 0:
+      raise DataError(f"semantic ids must be [batch, frames], got {semantic.shape}")
+    batch, frames = semantic.shape
+    q_coarse = self.coarse_lm.stage.num_coarse
+    rng_c, rng_f = jax.random.split(rng)
+    say("stage 2: coarse acoustic tokens")
+    coarse = gen.generate_coarse(self.coarse_lm, semantic,
+                                 np.zeros((batch, 0, q_coarse), np.int32),
+                                 self.frame_ratio * frames, rng_c)
+    say("stage 3: fine acoustic tokens")
+    codes = gen.generate_fine(self.fine_lm, coarse, None, rng_f)
     say("decoding audio")
     audio = np.asarray(self.codec.decode(codes), np.float32)
-    fine = codes[..., q_coarse:]
-    return Generation(audio=audio, semantic=semantic, coarse=coarse, fine=fine,
-                      prompt_samples=prompt_samples, sample_rate=self.sample_rate)
-
-  @property
-  def num_levels(self) -> int:
-    """Levels the fine stage models in all (coarse + fine): at most the codec's."""
-    return int(self.fine_lm.config.stage.num_quantizers)
+    return Generation(audio=audio, semantic=semantic, semantic_tokens=None, coarse=coarse,
+                      fine=codes[..., q_coarse:], prompt_samples=0, prompt_frames=0,
+                      continuation_start=0, sample_rate=self.sample_rate)

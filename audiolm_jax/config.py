@@ -25,17 +25,30 @@ from audiolm_jax.errors import ConfigError
 
 ConfigDict = ml_collections.ConfigDict
 
-# Where the configs shipped with the repository live (used when a bare name is given).
+# Where the shipped configs live: the repository's experiments/configs, which an installed
+# package carries as `audiolm_jax.configs` (setup.py maps the folder), so that
+# `--config experiments/configs/codec.py:cpu` or `--config codec:cpu` work from any directory.
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG_DIR = os.path.join(REPO_ROOT, "experiments", "configs")
+
+
+def config_dirs() -> list[str]:
+  """Folders searched for a config given by name: the repository's, then the installed ones."""
+  dirs = [os.path.join(REPO_ROOT, "experiments", "configs")]
+  spec = importlib.util.find_spec("audiolm_jax.configs")
+  if spec is not None and spec.submodule_search_locations:
+    dirs += [d for d in spec.submodule_search_locations if d not in dirs]
+  return [d for d in dirs if os.path.isdir(d)]
 
 
 def resolve_config_path(path: str) -> str:
-  """Returns an existing config file path for `path` (a path, or a bare name like `codec`)."""
+  """An existing config file for `path`: the path itself (relative to the working directory),
+  else a shipped config of that file name (`codec`, `codec.py`, `experiments/configs/codec.py`
+  all name the shipped codec config)."""
   candidates = [path]
   if not path.endswith(".py"):
     candidates.append(path + ".py")
-  candidates += [os.path.join(CONFIG_DIR, os.path.basename(c)) for c in list(candidates)]
+  candidates += [os.path.join(d, os.path.basename(c)) for d in config_dirs()
+                 for c in list(candidates)]
   for c in candidates:
     if os.path.isfile(c):
       return c
@@ -182,3 +195,14 @@ def _json_default(o):
 def from_json(text: str) -> ConfigDict:
   """Inverse of `to_json` (tuples come back as lists, which ConfigDict accepts)."""
   return ml_collections.ConfigDict(json.loads(text))
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+  """A nested dict as one level of dotted keys: `{"a": {"b": 1}} -> {"a.b": 1}`."""
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out

@@ -4,9 +4,11 @@
 
 `items` is a list of dicts with `name`, `prompt` (float [S]), `continuation` (float [S], the
 whole generated clip including the prompt part), optional `original` (the real audio the
-prompt was cut from) and `text` (a caption). Each item gets `NAME_prompt.wav`,
-`NAME_continuation.wav` (and `NAME_original.wav`) and `NAME.png`: a log-mel spectrogram of the
-continuation with the prompt boundary marked. `report.html` embeds them with relative paths,
+prompt was cut from), `text` (a caption), `boundary_s` (where generated audio starts: the
+prompt's last whole token frame; default the prompt's length) and `facts` (lines of measured
+figures, e.g. the continuation's speaker similarity to the prompt). Each item gets
+`NAME_prompt.wav`, `NAME_continuation.wav` (and `NAME_original.wav`) and `NAME.png`: a
+log-mel spectrogram of the continuation with the prompt boundary marked. `report.html` embeds them with relative paths,
 so the folder can be copied anywhere and opened in a browser.
 """
 
@@ -19,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from audiolm_jax.config import flatten
 from audiolm_jax.data.audio import write_wav
 
 
@@ -62,19 +65,22 @@ def write_report(out_dir: str, items: Sequence[dict], metrics: dict[str, Any], *
       files["original"] = f"{name}_original.wav"
       write_wav(os.path.join(out_dir, files["original"]), item["original"], sample_rate)
     png = f"{name}.png"
-    spectrogram_png(os.path.join(out_dir, png), item["continuation"], sample_rate, prompt_s,
+    boundary = item.get("boundary_s", prompt_s)
+    spectrogram_png(os.path.join(out_dir, png), item["continuation"], sample_rate, boundary,
                     title=f"{name}: {prompt_s:.1f} s prompt, "
                     f"{item['continuation'].size / sample_rate:.1f} s in all")
     players = "".join(
         f'<div class="player"><span>{label}</span><audio controls preload="auto" '
         f'src="{html.escape(path)}"></audio></div>' for label, path in files.items())
     caption = html.escape(item.get("text", ""))
-    rows.append(f'<section><h2>{html.escape(name)}</h2><p>{caption}</p>{players}'
+    facts = "".join(f"<li>{html.escape(line)}</li>" for line in item.get("facts", ()))
+    facts = f'<ul class="facts">{facts}</ul>' if facts else ""
+    rows.append(f'<section><h2>{html.escape(name)}</h2><p>{caption}</p>{facts}{players}'
                 f'<img src="{html.escape(png)}" alt="spectrogram of {html.escape(name)}"></section>')
   with open(os.path.join(out_dir, "metrics.json"), "w") as f:
     json.dump(metrics, f, indent=2, default=float)
   metric_rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
-                        for k, v in _flatten(metrics).items())
+                        for k, v in flatten(metrics).items())
   page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>
@@ -96,16 +102,6 @@ clip), and where available the original recording. The spectrogram marks the pro
   with open(path, "w") as f:
     f.write(page)
   return path
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
 
 
 def _fmt(v: Any) -> str:

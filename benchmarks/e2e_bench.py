@@ -12,13 +12,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import linen as nn
 
-from audiolm_jax.audiolm import AudioLM, StageModel
+from audiolm_jax.audiolm import AudioLM
 from audiolm_jax.codec import soundstream
 from audiolm_jax.config import load_config
-from audiolm_jax.lm.stages import transformer_config
-from audiolm_jax.lm.transformer import Transformer
+from audiolm_jax.pretrained import TrainedStage
 from audiolm_jax.semantic import tokenizer as tok
 from audiolm_jax.semantic import w2v_bert
 from benchmarks.codec_bench import fill_like, random_variables
@@ -37,10 +35,10 @@ def random_audiolm(preset: str = "cpu") -> AudioLM:
                                     np.ones(extractor.dim, np.float32), centroids)
   stages = []
   for i, name in enumerate(("semantic_lm", "coarse_lm", "fine_lm")):
-    cfg = load_config(f"{name}.py:{preset}")
-    model = Transformer(transformer_config(cfg))
-    shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))
-    stages.append(StageModel(cfg, fill_like(shapes["params"], 10 + i)))
+    stage = TrainedStage.from_config(load_config(f"{name}.py:{preset}"), None)
+    shapes = jax.eval_shape(lambda stage=stage: stage.model.init(
+        jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))
+    stages.append(TrainedStage.from_config(stage.config, fill_like(shapes["params"], 10 + i)))
   return AudioLM(codec, tokenizer, *stages)
 
 

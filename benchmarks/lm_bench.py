@@ -11,13 +11,12 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from flax import linen as nn
 
 from audiolm_jax.lm.sampling import sample
 from audiolm_jax.lm.transformer import CachedLogits, FullPassLogits, Transformer, TransformerConfig
-from benchmarks.timing import Timing, peak_rss_mib, time_fn
+from benchmarks.timing import peak_rss_mib, time_fn
 
 SPECIALS = 4
 SEMANTIC_IDS = 500

@@ -42,8 +42,8 @@ from audiolm_jax.data import corpora
 from audiolm_jax.data.audio import from_int16
 from audiolm_jax.errors import AudioLMError, ConfigError
 from audiolm_jax.eval import token_metrics as tm
-from audiolm_jax.semantic import task as semantic_task
-from audiolm_jax.semantic.tokenizer import num_frames
+from audiolm_jax.pretrained import load_codec, load_semantic_tokenizer
+from audiolm_jax.tokenize import acoustic_tokens, semantic_tokens
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 TRAIN, TEST, UNSEEN = "train", "test", "test_unseen_speakers"
@@ -110,13 +110,13 @@ def semantic_tokenizers(args) -> dict:
   out = {}
   for spec in args.tokenizer:
     name, _, directory = spec.rpartition("=")
-    tokenizer = semantic_task.load_semantic_tokenizer(directory, args.w2v_bert)
+    tokenizer = load_semantic_tokenizer(directory, args.w2v_bert)
     name = name or tokenizer.extractor.name
     if name in out:
       raise ConfigError(f"--tokenizer: two tokenizers named {name!r}; name them NAME=DIR")
 
     def tokenize(wavs, tokenizer=tokenizer):
-      return semantic_task.tokenize_waveforms(tokenizer.tokenize, wavs, args.batch_size)
+      return semantic_tokens(tokenizer, wavs, args.batch_size)
 
     out[name] = (tokenize, tokenizer.num_clusters,
                  f"{tokenizer.extractor.name}, K={tokenizer.num_clusters}, 25 Hz ({directory})")
@@ -124,13 +124,7 @@ def semantic_tokenizers(args) -> dict:
 
 
 def codec_tokenizer(args):
-  """`(name, (tokenize, vocab_size, description))` of --codec, or None with a message."""
-  try:
-    from audiolm_jax.codec.task import load_codec  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    print(f"--codec: skipped, the codec cannot be loaded yet "
-          f"(audiolm_jax.codec.task.load_codec: {e})")
-    return None
+  """`(name, (tokenize, vocab_size, description))` of --codec."""
   codec = load_codec(args.codec)
   levels = args.codec_levels
   if not 1 <= levels <= codec.num_quantizers:
@@ -140,9 +134,7 @@ def codec_tokenizer(args):
 
   def tokenize(wavs):
     # Clips padded by the frame rule: exactly 2 codec frames per 25 Hz frame.
-    codes = semantic_task.tokenize_waveforms(lambda wav, mask: codec.encode(wav, n_q=levels),
-                                             wavs, args.batch_size,
-                                             frames_of=lambda s: 2 * num_frames(s))
+    codes = acoustic_tokens(codec, wavs, args.batch_size, n_q=levels)
     return [(c + offsets).reshape(-1) for c in codes]  # [T50 * levels] row-major
 
   name = f"SoundStream q1..q{levels}"
@@ -225,10 +217,7 @@ def main(argv=None) -> int:
     skipped = {}
     if args.codec:
       codec = codec_tokenizer(args)
-      if codec is None:
-        skipped["codec"] = "audiolm_jax.codec.task.load_codec is not available"
-      else:
-        tokenizers[codec[0]] = codec[1]
+      tokenizers[codec[0]] = codec[1]
     if not tokenizers:
       raise ConfigError("nothing to measure: give --tokenizer DIR and/or --codec RUN")
     test = load_split(args, TEST)

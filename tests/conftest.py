@@ -1,9 +1,13 @@
-"""Test-session set-up: 8 fake CPU devices so mesh tests run anywhere.
+"""Test-session set-up: 8 fake CPU devices so mesh tests run anywhere; tests/support on the path.
 
 Must run before jax is imported, which conftest.py guarantees.
 """
 
 import os
+import sys
+
+# Test-only code (the toy LM task and its config) lives in tests/support.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "support"))
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")

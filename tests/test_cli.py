@@ -3,8 +3,6 @@
 import subprocess
 import sys
 
-import pytest
-
 from audiolm_jax import cli
 
 

@@ -11,23 +11,21 @@ Shape letters: B batch, S samples, T frames (S / hop), C channels, D embedding d
 
 (C' is the decoder's base width, `decoder_channels` or C; m_0 = 1.)
 
-ELU non-linearities sit before each convolution (pre-activation, as in SEANet/EnCodec). Every
-convolution is causal, so both networks stream (see `layers/conv.py`): with `streaming=True`
+Non-linearities sit before each convolution (pre-activation, as in SEANet/EnCodec): ELU as
+in SoundStream, or Snake as in DAC (`activation="snake"`, one learnt frequency per channel).
+With `weight_norm` every convolution is weight-normalised, as in SoundStream, EnCodec and DAC.
+Every convolution is causal, so both networks stream (see `layers/conv.py`): with `streaming=True`
 each layer carries its last input frames in the `"stream"` collection.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from audiolm_jax.layers.conv import CausalConv1d, CausalConvTranspose1d
-
-if TYPE_CHECKING:
-  from audiolm_jax.codec.soundstream import CodecConfig
+from audiolm_jax.codec.config import CodecConfig
+from audiolm_jax.layers.conv import CausalConv1d, CausalConvTranspose1d, Snake
 
 Array = jax.Array
 
@@ -38,6 +36,13 @@ def _constrain(x: Array) -> Array:
   return nn.with_logical_constraint(x, _ACTIVATION_AXES)
 
 
+def activate(kind: str, x: Array, name: str) -> Array:
+  """The pre-activation non-linearity `kind` (inside a compact module; Snake has params)."""
+  if kind == "snake":
+    return Snake(name=name)(x)
+  return nn.elu(x)
+
+
 class ResidualUnit(nn.Module):
   """`x + conv1(elu(conv_k(elu(x), dilation)))`, channels unchanged.
 
@@ -45,19 +50,25 @@ class ResidualUnit(nn.Module):
     features: channels of the unit (input and output).
     dilation: dilation of the first convolution.
     kernel_size: taps of the first convolution (7 in SoundStream).
+    activation: "elu" or "snake".
+    weight_norm: weight-normalised convolutions.
     dtype: computation dtype.
   """
   features: int
   dilation: int
   kernel_size: int = 7
+  activation: str = "elu"
+  weight_norm: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array, streaming: bool = False) -> Array:
-    y = CausalConv1d(self.features, self.kernel_size, dilation=self.dilation, dtype=self.dtype,
-                     name="conv_dilated")(nn.elu(x), streaming)
-    y = CausalConv1d(self.features, 1, dtype=self.dtype, name="conv_pointwise")(nn.elu(y),
-                                                                               streaming)
+    y = CausalConv1d(self.features, self.kernel_size, dilation=self.dilation,
+                     weight_norm=self.weight_norm, dtype=self.dtype, name="conv_dilated")(
+                         activate(self.activation, x, "act_dilated"), streaming)
+    y = CausalConv1d(self.features, 1, weight_norm=self.weight_norm, dtype=self.dtype,
+                     name="conv_pointwise")(activate(self.activation, y, "act_pointwise"),
+                                            streaming)
     return x + y
 
 
@@ -69,21 +80,26 @@ class EncoderBlock(nn.Module):
     stride: downsampling factor.
     dilations: dilations of the residual units.
     kernel_size: taps of the residual units' dilated convolutions.
+    activation: "elu" or "snake".
+    weight_norm: weight-normalised convolutions.
     dtype: computation dtype.
   """
   features: int
   stride: int
   dilations: tuple[int, ...] = (1, 3, 9)
   kernel_size: int = 7
+  activation: str = "elu"
+  weight_norm: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array, streaming: bool = False) -> Array:
     for i, dilation in enumerate(self.dilations):
-      x = ResidualUnit(self.features // 2, dilation, self.kernel_size, self.dtype,
-                       name=f"residual_{i}")(x, streaming)
-    x = CausalConv1d(self.features, 2 * self.stride, stride=self.stride, dtype=self.dtype,
-                     name="downsample")(nn.elu(x), streaming)                   # [B, T / s, N]
+      x = ResidualUnit(self.features // 2, dilation, self.kernel_size, self.activation,
+                       self.weight_norm, self.dtype, name=f"residual_{i}")(x, streaming)
+    x = CausalConv1d(self.features, 2 * self.stride, stride=self.stride,
+                     weight_norm=self.weight_norm, dtype=self.dtype, name="downsample")(
+                         activate(self.activation, x, "act_downsample"), streaming)  # [B, T/s, N]
     return _constrain(x)
 
 
@@ -95,21 +111,26 @@ class DecoderBlock(nn.Module):
     stride: upsampling factor.
     dilations: dilations of the residual units.
     kernel_size: taps of the residual units' dilated convolutions.
+    activation: "elu" or "snake".
+    weight_norm: weight-normalised convolutions.
     dtype: computation dtype.
   """
   features: int
   stride: int
   dilations: tuple[int, ...] = (1, 3, 9)
   kernel_size: int = 7
+  activation: str = "elu"
+  weight_norm: bool = False
   dtype: jnp.dtype = jnp.float32
 
   @nn.compact
   def __call__(self, x: Array, streaming: bool = False) -> Array:
-    x = CausalConvTranspose1d(self.features, 2 * self.stride, self.stride, dtype=self.dtype,
-                              name="upsample")(nn.elu(x), streaming)            # [B, T s, N]
-    for i, dilation in enumerate(self.dilations):
-      x = ResidualUnit(self.features, dilation, self.kernel_size, self.dtype,
-                       name=f"residual_{i}")(x, streaming)
+    x = CausalConvTranspose1d(self.features, 2 * self.stride, self.stride,
+                              weight_norm=self.weight_norm, dtype=self.dtype, name="upsample")(
+                                  activate(self.activation, x, "act_upsample"), streaming)
+    for i, dilation in enumerate(self.dilations):                              # [B, T s, N]
+      x = ResidualUnit(self.features, dilation, self.kernel_size, self.activation,
+                       self.weight_norm, self.dtype, name=f"residual_{i}")(x, streaming)
     return _constrain(x)
 
 
@@ -127,12 +148,14 @@ class SEANetEncoder(nn.Module):
     c = self.config
     dtype = jnp.dtype(c.dtype)
     x = wav[..., None]                                                          # [B, S, 1]
-    x = CausalConv1d(c.channels, c.kernel_size, dtype=dtype, name="conv_in")(x, streaming)
+    wn = c.weight_norm
+    x = CausalConv1d(c.channels, c.kernel_size, weight_norm=wn, dtype=dtype,
+                     name="conv_in")(x, streaming)
     for i, (mult, stride) in enumerate(zip(c.channel_mults, c.strides)):
-      x = EncoderBlock(c.channels * mult, stride, c.dilations, c.residual_kernel_size, dtype,
-                       name=f"block_{i}")(x, streaming)
-    x = CausalConv1d(c.dim, c.last_kernel_size, dtype=dtype, name="conv_out")(nn.elu(x),
-                                                                            streaming)
+      x = EncoderBlock(c.channels * mult, stride, c.dilations, c.residual_kernel_size,
+                       c.activation, wn, dtype, name=f"block_{i}")(x, streaming)
+    x = CausalConv1d(c.dim, c.last_kernel_size, weight_norm=wn, dtype=dtype, name="conv_out")(
+        activate(c.activation, x, "act_out"), streaming)
     return _constrain(x.astype(jnp.float32))                                    # [B, T, D]
 
 
@@ -151,10 +174,12 @@ class SEANetDecoder(nn.Module):
     base = c.decoder_channels or c.channels
     # Block i (in encoder order) maps channels base*mults[i] back to base*mults[i-1].
     widths = (1,) + tuple(c.channel_mults[:-1])
-    x = CausalConv1d(base * c.channel_mults[-1], c.kernel_size, dtype=dtype,
+    wn = c.weight_norm
+    x = CausalConv1d(base * c.channel_mults[-1], c.kernel_size, weight_norm=wn, dtype=dtype,
                      name="conv_in")(x, streaming)
     for i in reversed(range(len(c.strides))):
       x = DecoderBlock(base * widths[i], c.strides[i], c.dilations, c.residual_kernel_size,
-                       dtype, name=f"block_{i}")(x, streaming)
-    x = CausalConv1d(1, c.kernel_size, dtype=dtype, name="conv_out")(nn.elu(x), streaming)
+                       c.activation, wn, dtype, name=f"block_{i}")(x, streaming)
+    x = CausalConv1d(1, c.kernel_size, weight_norm=wn, dtype=dtype, name="conv_out")(
+        activate(c.activation, x, "act_out"), streaming)
     return x[..., 0].astype(jnp.float32)                                        # [B, S]

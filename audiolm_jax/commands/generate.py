@@ -63,9 +63,11 @@ def _continue(args) -> int:
     print(f"{kind}: {len(wav) / lm.sample_rate:.2f} s -> {os.path.abspath(path)}")
   stem = args.out[:-4] if args.out.lower().endswith(".wav") else args.out
   tokens = {"coarse": out.coarse, "fine": out.fine,
-            "prompt_samples": np.int64(out.prompt_samples)}
+            "prompt_samples": np.int64(out.prompt_samples),
+            "continuation_start": np.int64(out.continuation_start)}
   if out.semantic is not None:
     tokens["semantic"] = out.semantic
+    tokens["semantic_tokens"] = out.semantic_tokens
   np.savez(f"{stem}.npz", **tokens)
   return 0
 
@@ -102,12 +104,13 @@ def _output_paths(out: str, count: int) -> list[str]:
 
 def _decode(args) -> int:
   # pylint: disable=g-import-not-at-top
-  from audiolm_jax.codec import task as codec_task
+  from audiolm_jax import pretrained, tokenize
   from audiolm_jax.data.audio import write_wav
   from audiolm_jax.errors import ConfigError, DataError
+  from audiolm_jax.formats import AcousticCodes
   # pylint: enable=g-import-not-at-top
-  codes = codec_task.AcousticCodes.load(args.codes)
-  codec = codec_task.load_codec(args.codec)
+  codes = AcousticCodes.load(args.codes)
+  codec = pretrained.load_codec(args.codec)
   stored = codes.num_levels
   made_by = (codes.codebook_size, codes.sample_rate, codes.frame_rate)
   if made_by != (codec.config.codebook_size, codec.sample_rate, codec.frame_rate):
@@ -124,7 +127,7 @@ def _decode(args) -> int:
     if args.index not in clips:
       raise ConfigError(f"--index {args.index}: the file holds {len(clips)} clip(s)")
     clips = [args.index]
-  wavs = codec_task.decode_clips(codec, [codes.codes[i][:, :n_q] for i in clips],
+  wavs = tokenize.decode_clips(codec, [codes.codes[i][:, :n_q] for i in clips],
                                  args.batch_size)
   for i, wav, path in zip(clips, wavs, _output_paths(args.out, len(wavs))):
     wav = wav[:codes.num_samples[i]]

@@ -58,6 +58,7 @@ def _run(args) -> int:
 def _plan(args) -> int:
   import jax  # pylint: disable=g-import-not-at-top
   from audiolm_jax.config import load_config  # pylint: disable=g-import-not-at-top
+  import audiolm_jax.tasks  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
   from audiolm_jax.train import plan, sharding  # pylint: disable=g-import-not-at-top
   config = load_config(args.config, args.config_overrides)
   mesh = (plan.parse_mesh(args.mesh) if args.mesh
@@ -89,9 +90,11 @@ def _plan(args) -> int:
 
 def _checkpoint(args) -> int:
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from audiolm_jax.train import checkpoint, plan  # pylint: disable=g-import-not-at-top
+  from audiolm_jax import checkpoint_files as checkpoint  # pylint: disable=g-import-not-at-top
+  from audiolm_jax.train import plan  # pylint: disable=g-import-not-at-top
+  from audiolm_jax.train.checkpoint import read_numpy  # pylint: disable=g-import-not-at-top
   step_dir = checkpoint.find_step_dir(args.path)
-  state = checkpoint.read_numpy(step_dir, ("params", "step"))
+  state = read_numpy(step_dir, ("params", "step"))
   params = state["params"]
   config = checkpoint.read_config(step_dir) or {}
   by_module = plan.count_by_module(params)

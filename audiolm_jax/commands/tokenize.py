@@ -93,43 +93,15 @@ def _fit_settings(args, model):
 
 def _fit_kmeans(args) -> int:
   # pylint: disable=g-import-not-at-top
-  from audiolm_jax.data.pipeline import AudioDataConfig
-  from audiolm_jax.errors import ConfigError
-  from audiolm_jax.semantic import task as semantic_task
-  from audiolm_jax.semantic.tokenizer import mfcc_extractor
+  from audiolm_jax import pretrained
+  from audiolm_jax.tasks import w2v_bert as w2v_bert_task
   # pylint: enable=g-import-not-at-top
-  model = semantic_task.load_w2v_bert(args.w2v_bert) if args.w2v_bert else None
+  model = pretrained.load_w2v_bert(args.w2v_bert) if args.w2v_bert else None
   cfg = _fit_settings(args, model)
-  tok = cfg.tokenizer
-  if tok.features not in semantic_task.FEATURES:
-    raise ConfigError(f"tokenizer.features={tok.features!r}; known: "
-                      f"{', '.join(semantic_task.FEATURES)}")
-  if tok.features == "w2v_bert":
-    if model is None:
-      raise ConfigError("fit-kmeans: w2v_bert features need --w2v_bert RUN (a trained "
-                        "w2v-BERT workdir); or use --features mfcc")
-    extractor = model.feature_extractor(tok.layer)
-  else:  # A given --w2v_bert then only lends its run's settings.
-    extractor = mfcc_extractor()
-  data = AudioDataConfig.from_config(cfg.data)
-  print(f"fitting {tok.num_clusters} clusters on {extractor.name} features of "
-        f"{data.corpus}/{data.split} ({tok.kmeans_steps} steps of {tok.batch_size} crops of "
-        f"{data.crop_seconds} s)")
-  tokenizer, summary = semantic_task.fit_tokenizer(extractor, data, tok, seed=args.seed)
-  info = {
-      "features": tok.features,
-      "layer": tok.layer if tok.features == "w2v_bert" else None,
-      "extractor": extractor.name,
-      "w2v_bert": None if tok.features != "w2v_bert" else {
-          "checkpoint": model.step_dir, "step": model.step, "fingerprint": model.fingerprint},
-      "data": {k: cfg.data[k] for k in ("corpus", "split", "data_dir", "config_name",
-                                        "crop_seconds")},
-      "tokenizer": tok.to_dict(),
-      "seed": args.seed,
-      **summary,
-  }
-  semantic_task.save_tokenizer(tokenizer, args.out, info)
-  inertia = summary["final_inertia"]
+  tokenizer, info = w2v_bert_task.fit_and_save_tokenizer(
+      cfg, model, args.out, seed=args.seed,
+      announce=lambda msg: print(msg, flush=True))
+  inertia = info["final_inertia"]
   print(f"tokenizer ({tokenizer.num_clusters} clusters"
         + (f", final inertia {inertia:.4g}" if inertia is not None else "")
         + f") written to {os.path.abspath(args.out)}")
@@ -144,7 +116,8 @@ def _register_semantic(sub) -> None:
       "semantic", help="25 Hz semantic token ids of audio files",
       description="Tokenize audio files (any rate or channels: resampled to 16 kHz mono) with "
       "a fitted semantic tokenizer. Writes an npz (load with allow_pickle=False): ids int32 "
-      "[N, T] padded with -1, num_frames int32 [N], paths str [N], num_clusters.")
+      "[N, T] padded with -1, num_frames int32 [N], paths str [N], num_clusters, "
+      "samples_per_frame (formats.SemanticIds).")
   p.add_argument("paths", nargs="+", metavar="AUDIO", help="audio files")
   p.add_argument("--tokenizer", required=True, metavar="DIR", help="a fit-kmeans output")
   p.add_argument("--w2v_bert", default=None, metavar="RUN",
@@ -156,24 +129,17 @@ def _register_semantic(sub) -> None:
 
 def _semantic(args) -> int:
   # pylint: disable=g-import-not-at-top
-  import numpy as np
-
+  from audiolm_jax import pretrained, tokenize
   from audiolm_jax.data.audio import load_audio
-  from audiolm_jax.semantic import task as semantic_task
-  from audiolm_jax.semantic.tokenizer import PAD_ID, SAMPLE_RATE
+  from audiolm_jax.formats import SemanticIds
+  from audiolm_jax.frames import SAMPLE_RATE
   # pylint: enable=g-import-not-at-top
-  tokenizer = semantic_task.load_semantic_tokenizer(args.tokenizer, args.w2v_bert)
+  tokenizer = pretrained.load_semantic_tokenizer(args.tokenizer, args.w2v_bert)
   wavs = [load_audio(p, SAMPLE_RATE) for p in args.paths]
-  ids = semantic_task.tokenize_waveforms(tokenizer.tokenize, wavs, args.batch_size)
-  lengths = np.array([len(x) for x in ids], np.int32)
-  padded = np.full((len(ids), int(lengths.max())), PAD_ID, np.int32)
-  for row, x in enumerate(ids):
-    padded[row, :len(x)] = x
-  os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-  with open(args.out, "wb") as f:
-    np.savez(f, ids=padded, num_frames=lengths, paths=np.array(args.paths, dtype=str),
-             num_clusters=np.int32(tokenizer.num_clusters))
-  for path, n in zip(args.paths, lengths):
-    print(f"{path}: {n} frames")
+  ids = tokenize.semantic_tokens(tokenizer, wavs, args.batch_size)
+  SemanticIds(ids=ids, paths=list(args.paths), num_clusters=tokenizer.num_clusters,
+              samples_per_frame=tokenizer.samples_per_frame).save(args.out)
+  for path, x in zip(args.paths, ids):
+    print(f"{path}: {len(x)} frames")
   print(f"ids of {len(ids)} file(s) written to {args.out}")
   return 0

@@ -3,7 +3,7 @@
     audiolm-jax tokenize acoustic --codec RUN in.wav [more.wav ...] --out codes.npz [--n_q N]
 
 Each file is read (any rate or channels: resampled to the codec's rate, mono), padded by the
-frame rule shared with the semantic tokens (`codec.task.tokenize_for_lm`: 2 acoustic frames per
+frame rule shared with the semantic tokens (`tokenize.acoustic_tokens`: 2 acoustic frames per
 25 Hz semantic frame) and encoded. The npz (load with allow_pickle=False) holds `codes` int32
 [N, T, n_q] padded with -1, `num_frames` [N], `num_samples` [N], `paths` [N] and the codec's
 `codebook_size`, `sample_rate` and `frame_rate`; `audiolm-jax generate decode` turns it back
@@ -36,20 +36,17 @@ def add_subcommand(sub) -> None:
 
 def _acoustic(args) -> int:
   # pylint: disable=g-import-not-at-top
-  from audiolm_jax.codec import task as codec_task
+  from audiolm_jax import pretrained, tokenize
   from audiolm_jax.data.audio import load_audio
   from audiolm_jax.errors import ConfigError
-  from audiolm_jax.semantic.task import tokenize_waveforms
-  from audiolm_jax.semantic.tokenizer import num_frames
+  from audiolm_jax.formats import AcousticCodes
   # pylint: enable=g-import-not-at-top
-  codec = codec_task.load_codec(args.codec)
+  codec = pretrained.load_codec(args.codec)
   if args.n_q is not None and not 1 <= args.n_q <= codec.num_quantizers:
     raise ConfigError(f"--n_q={args.n_q}: the codec has 1 to {codec.num_quantizers} levels")
-  ratio = codec_task.acoustic_frames_per_semantic_frame(codec.config)
   wavs = [load_audio(p, codec.sample_rate) for p in args.paths]
-  codes = tokenize_waveforms(lambda wav, mask: codec_task.tokenize_for_lm(codec, wav, args.n_q),
-                             wavs, args.batch_size, frames_of=lambda s: ratio * num_frames(s))
-  result = codec_task.AcousticCodes(
+  codes = tokenize.acoustic_tokens(codec, wavs, args.batch_size, n_q=args.n_q)
+  result = AcousticCodes(
       codes=codes, num_samples=[len(w) for w in wavs], paths=list(args.paths),
       codebook_size=codec.config.codebook_size, sample_rate=codec.sample_rate,
       frame_rate=codec.frame_rate)

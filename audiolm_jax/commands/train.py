@@ -1,6 +1,6 @@
-"""`audiolm-jax train`: trains any task (codec, w2v-BERT, the three stages, toy_lm) by config.
+"""`audiolm-jax train`: trains any task (codec, w2v-BERT, the three stages) by config.
 
-    audiolm-jax train --config experiments/configs/toy_lm.py:cpu --workdir /tmp/toy \
+    audiolm-jax train --config experiments/configs/codec.py:cpu --workdir runs/codec \
         [--config.total_steps=500 ...] [--init_from OTHER_WORKDIR_OR_CHECKPOINT]
 
 Rerunning the same command continues from the latest checkpoint in the workdir. For several
@@ -19,7 +19,7 @@ def register(subparsers) -> None:
       "train", help="train a model (codec, semantic tokenizer, stage LMs) from a config",
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", required=True, metavar="FILE.py:VARIANT",
-                 help="config file and variant, e.g. experiments/configs/toy_lm.py:tiny")
+                 help="config file and variant, e.g. experiments/configs/codec.py:tiny")
   p.add_argument("--workdir", required=True, help="checkpoints, metrics and logs go here")
   p.add_argument("--init_from", default=None, metavar="CKPT",
                  help="start from the parameters of this workdir or checkpoint directory "
@@ -36,8 +36,11 @@ def _run(args) -> int:
   from audiolm_jax.train import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
 
-  from audiolm_jax.config import load_config  # pylint: disable=g-import-not-at-top
-  from audiolm_jax.train.trainer import train  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  import audiolm_jax.tasks  # noqa: F401  (registers the package's tasks)
+  from audiolm_jax.config import load_config
+  from audiolm_jax.train.trainer import train
+  # pylint: enable=g-import-not-at-top
   config = load_config(args.config, args.config_overrides)
   result = train(config, args.workdir, init_from=args.init_from)
   if result.last_metrics:

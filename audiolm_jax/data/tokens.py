@@ -3,19 +3,27 @@
 Stage training reads tokens, never audio, so the codec and the semantic tokenizer never run per
 step. A cache is a TFDS build (no TensorFlow) in its own directory with, per utterance:
 
-    semantic     int32 [T25]      raw k-means ids at 25 Hz (duplicates *not* removed)
-    acoustic     int32 [T50, Q]   RVQ codes at 50 Hz, all Q levels; T50 == 2 * T25
+    semantic     int32 [T]        raw k-means ids (25 Hz in the paper; duplicates *not* removed)
+    acoustic     int32 [r T, Q]   RVQ codes, all Q levels; r = frame ratio (2 in the paper)
     speaker_id   int64            -1 when unknown
     sentence_id  int64            -1 when unknown
     transcript   text             "" when unknown
 
-    write_token_cache(cache_dir, {"train": examples, ...})   # examples: iterables of dicts
-    source = token_source(cache_dir, "train")                  # random access, for grain
+and `token_cache.json` (`CacheInfo`): the frame ratio r, both vocabularies, the tokens' frame,
+and per split the mean number of raw frames per deduplicated semantic token, which generation
+uses to lay deduplicated tokens out in time as training saw them (`lm/generate.py`).
+
+    write_token_cache(cache_dir, {"train": examples, ...}, info)   # examples: iterables of dicts
+    source = token_source(cache_dir, "train")                        # random access, for grain
+    info = read_cache_info(cache_dir)
+
+`tokenize.tokenize_corpus` makes a cache from a corpus, a codec and a semantic tokenizer.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Iterable, Mapping
 
@@ -23,20 +31,49 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from audiolm_jax.errors import DataError
+from audiolm_jax.frames import SAMPLES_PER_FRAME
+from audiolm_jax.lm.stages import remove_consecutive_duplicates
 
 FEATURES = ("semantic", "acoustic", "speaker_id", "sentence_id", "transcript")
+INFO_FILE = "token_cache.json"
 
 
-def check_token_example(ex: Mapping[str, Any], where: str = "example") -> dict:
-  """Validates one cache entry (shapes, dtypes, the 2:1 frame relation); returns it typed."""
+@dataclasses.dataclass
+class CacheInfo:
+  """What a token cache holds, besides the tokens (`token_cache.json`).
+
+  Attributes:
+    frame_ratio: acoustic frames per semantic frame (r).
+    semantic_vocab_size: K of the semantic tokenizer (0: unknown).
+    acoustic_vocab_size: K of the codec (0: unknown).
+    num_quantizers: Q, levels of the acoustic codes (0: unknown).
+    samples_per_frame: samples per semantic frame at 16 kHz.
+    frames_per_token: per split, raw semantic frames / deduplicated tokens (filled on write).
+  """
+  frame_ratio: int = 2
+  semantic_vocab_size: int = 0
+  acoustic_vocab_size: int = 0
+  num_quantizers: int = 0
+  samples_per_frame: int = SAMPLES_PER_FRAME
+  frames_per_token: dict[str, float] = dataclasses.field(default_factory=dict)
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> CacheInfo:
+    known = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def check_token_example(ex: Mapping[str, Any], where: str = "example",
+                        ratio: int = 2) -> dict:
+  """Validates one cache entry (shapes, dtypes, the r:1 frame relation); returns it typed."""
   semantic = np.asarray(ex["semantic"])
   acoustic = np.asarray(ex["acoustic"])
   if semantic.ndim != 1 or acoustic.ndim != 2:
     raise DataError(f"{where}: semantic must be [T25] and acoustic [T50, Q], got "
                     f"{semantic.shape} and {acoustic.shape}")
-  if acoustic.shape[0] != 2 * semantic.shape[0]:
+  if acoustic.shape[0] != ratio * semantic.shape[0]:
     raise DataError(f"{where}: {acoustic.shape[0]} acoustic frames for {semantic.shape[0]} "
-                    "semantic frames; need exactly 2:1")
+                    f"semantic frames; need exactly {ratio}:1")
   if semantic.size == 0:
     raise DataError(f"{where}: no frames")
   if semantic.min() < 0 or acoustic.min() < 0:
@@ -50,6 +87,8 @@ def check_token_example(ex: Mapping[str, Any], where: str = "example") -> dict:
 @dataclasses.dataclass(eq=False)
 class _CacheConfig(tfds.core.BuilderConfig):
   splits: Any = dataclasses.field(default=None, repr=False)  # {split: examples}; not stored.
+  ratio: int = 2
+  counts: Any = dataclasses.field(default=None, repr=False)  # {split: [raw, dedup]} filled.
 
 
 class TokenCache(tfds.core.GeneratorBasedBuilder):
@@ -74,18 +113,42 @@ class TokenCache(tfds.core.GeneratorBasedBuilder):
             for name, exs in self.builder_config.splits.items()}
 
   def _generate_examples(self, split: str, examples: Iterable[Mapping[str, Any]]):
+    counts = self.builder_config.counts.setdefault(split, [0, 0])
     for i, ex in enumerate(examples):
-      yield f"{split}-{i:08d}", check_token_example(ex, f"{split}[{i}]")
+      ex = check_token_example(ex, f"{split}[{i}]", self.builder_config.ratio)
+      counts[0] += len(ex["semantic"])
+      counts[1] += len(remove_consecutive_duplicates(ex["semantic"]))
+      yield f"{split}-{i:08d}", ex
 
 
-def write_token_cache(cache_dir: str, splits: Mapping[str, Iterable[Mapping[str, Any]]]) -> str:
-  """Writes a cache to `cache_dir` (replacing any old one); returns the build directory."""
+def write_token_cache(cache_dir: str, splits: Mapping[str, Iterable[Mapping[str, Any]]],
+                      info: CacheInfo | None = None) -> str:
+  """Writes a cache to `cache_dir` (replacing any old one) and its `token_cache.json`;
+  returns the build directory."""
   cache_dir = os.path.abspath(cache_dir)
-  builder = TokenCache(data_dir=cache_dir, config=_CacheConfig(name="tokens", splits=dict(splits)),
-                       file_format="array_record")
+  info = info or CacheInfo()
+  config = _CacheConfig(name="tokens", splits=dict(splits), ratio=info.frame_ratio, counts={})
+  builder = TokenCache(data_dir=cache_dir, config=config, file_format="array_record")
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       download_mode=tfds.download.GenerateMode.FORCE_REDOWNLOAD))
+  info.frames_per_token = {split: raw / max(dedup, 1)
+                           for split, (raw, dedup) in sorted(config.counts.items())}
+  with open(os.path.join(cache_dir, INFO_FILE), "w") as f:
+    json.dump(dataclasses.asdict(info), f, indent=2)
   return os.fspath(builder.data_path)
+
+
+def read_cache_info(cache_dir: str) -> CacheInfo:
+  """The `CacheInfo` of a cache (a cache written before it existed: 2:1, sizes unknown)."""
+  path = os.path.join(os.path.abspath(cache_dir), INFO_FILE)
+  if not os.path.isfile(path):
+    _build_dir(cache_dir)  # Not a cache at all: say so.
+    return CacheInfo()
+  try:
+    with open(path) as f:
+      return CacheInfo.from_dict(json.load(f))
+  except (OSError, ValueError, TypeError) as e:
+    raise DataError(f"{path}: unreadable token cache info ({type(e).__name__}: {e})") from e
 
 
 def _build_dir(cache_dir: str) -> str:
@@ -116,74 +179,3 @@ def has_token_cache(cache_dir: str) -> bool:
     return True
   except DataError:
     return False
-
-
-def tokenize_corpus(cache_dir: str, *, corpus: str, splits: tuple[str, ...], codec,
-                    semantic_tokenizer, data_dir: str | None = None,
-                    config_name: str | None = None, bucket_seconds: float = 1.0,
-                    batch_size: int = 16, max_examples: int | None = None,
-                    progress: bool = True) -> dict:
-  """Tokenizes corpus splits once and writes them as a token cache; returns a summary.
-
-  `codec.encode(wav [B, S]) -> codes [B, T50, Q]` and `semantic_tokenizer.tokenize(wav [B, S])
-  -> ids [B, T25]` (any objects with these methods). Clips are grouped by length into buckets
-  of `bucket_seconds` (padded with zeros to the bucket's end, so each bucket compiles once) and
-  trimmed back to their own frame counts: T25 = ceil(S / 640), T50 = 2 * T25, with the codec
-  fed the clip padded to a multiple of 640 samples. A record that cannot be read or gives
-  non-finite audio is skipped and counted.
-  """
-  import math
-  from tqdm import tqdm
-  from audiolm_jax.data import corpora
-  from audiolm_jax.data.audio import from_int16
-  from audiolm_jax.semantic.tokenizer import SAMPLES_PER_FRAME, num_frames
-
-  bucket = int(round(bucket_seconds * 16000 / SAMPLES_PER_FRAME)) * SAMPLES_PER_FRAME
-  if bucket <= 0:
-    raise DataError(f"bucket_seconds must give at least {SAMPLES_PER_FRAME} samples")
-  summary = {"corpus": corpus, "splits": {}, "skipped": 0}
-
-  def tokenize_split(split: str):
-    source = corpora.data_source(corpus, split, data_dir, config_name)
-    n = len(source) if max_examples is None else min(len(source), max_examples)
-    by_length: dict[int, list[tuple[int, np.ndarray, Mapping]]] = {}
-    skipped = 0
-    for i in range(n):
-      try:
-        record = source[i]
-        wav = from_int16(np.asarray(record["audio"]))
-      except Exception:  # An unreadable record: counted, never fatal.
-        skipped += 1
-        continue
-      if wav.size == 0 or not np.all(np.isfinite(wav)):
-        skipped += 1
-        continue
-      padded_len = math.ceil(wav.size / bucket) * bucket
-      by_length.setdefault(padded_len, []).append((i, wav, record))
-    out = {}
-    bar = tqdm(total=n - skipped, desc=f"tokenizing {corpus}/{split}", disable=not progress)
-    for padded_len, items in sorted(by_length.items()):
-      for start in range(0, len(items), batch_size):
-        chunk = items[start:start + batch_size]
-        wavs = np.zeros((batch_size, padded_len), np.float32)  # Fixed batch: one compile.
-        for row, (_, wav, _) in enumerate(chunk):
-          wavs[row, :wav.size] = wav
-        codes = np.asarray(codec.encode(wavs))
-        ids = np.asarray(semantic_tokenizer.tokenize(wavs))
-        for row, (i, wav, record) in enumerate(chunk):
-          t25 = num_frames(wav.size)
-          example = {"semantic": ids[row, :t25], "acoustic": codes[row, :2 * t25]}
-          for key in ("speaker_id", "sentence_id", "transcript"):
-            if key in record:
-              value = record[key]
-              example[key] = value.decode() if isinstance(value, bytes) else value
-          out[i] = example
-        bar.update(len(chunk))
-    bar.close()
-    summary["splits"][split] = len(out)
-    summary["skipped"] += skipped
-    return [out[i] for i in sorted(out)]
-
-  tokenized = {split: tokenize_split(split) for split in splits}
-  summary["path"] = write_token_cache(cache_dir, tokenized)
-  return summary

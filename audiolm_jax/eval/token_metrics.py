@@ -27,20 +27,9 @@ from typing import Sequence
 
 import numpy as np
 
+from audiolm_jax.lm.stages import remove_consecutive_duplicates as dedup
+
 # --------------------------------------------------------------------------- edit distances
-
-
-def dedup(tokens: np.ndarray) -> np.ndarray:
-  """`tokens [T]` with each run of equal consecutive ids collapsed to one."""
-  tokens = np.asarray(tokens)
-  if tokens.ndim != 1:
-    raise ValueError(f"expected a 1-D token sequence, got shape {tokens.shape}")
-  if tokens.size == 0:
-    return tokens
-  keep = np.empty(tokens.shape, bool)
-  keep[0] = True
-  keep[1:] = tokens[1:] != tokens[:-1]
-  return tokens[keep]
 
 
 def edit_distance(a: np.ndarray, b: np.ndarray) -> int:

@@ -14,6 +14,13 @@ it comes in with `apply({"params": p, "stream": s}, ...)` and goes out through
 `mutable=["stream"]`. Feeding a signal chunk by chunk therefore gives the same output as
 feeding it whole, for any chunk length that is a multiple of the stride.
 
+Weight normalisation (Salimans & Kingma 2016; SoundStream, EnCodec and DAC use it on every
+convolution). With `weight_norm=True` a layer stores a direction `kernel` and a per-output
+`scale` and convolves with `scale * kernel / |kernel|` (the norm over taps and input
+channels); `scale` starts at the norm of the initial kernel, so the layer starts as the plain
+one would. `fold_weight_norm` turns such parameters into a plain kernel (for export, or for
+weights imported from a checkpoint that used it).
+
 Transposed convolution. `CausalConvTranspose1d` computes the causal (right-trimmed)
 transposed convolution of SEANet/EnCodec, `y[n] = sum_t x[t] W[n - t s]` for
 `0 <= n < T s`, in its polyphase form: a causal convolution with `k / s` taps and `s * C_out`
@@ -39,6 +46,27 @@ STREAM = "stream"
 _KERNEL_AXES = ("conv_kernel", "conv_in", "conv_out")
 _BIAS_AXES = ("conv_out",)
 _DIMENSION_NUMBERS = ("NWC", "WIO", "NWC")
+
+
+def _kernel(module: nn.Module, shape: tuple[int, ...], weight_norm: bool,
+            param_dtype: Dtype) -> Array:
+  """The layer's kernel `[k, C_in, C_out]`, weight-normalised when asked (see above)."""
+  kernel = module.param(
+      "kernel", nn.with_logical_partitioning(nn.initializers.lecun_normal(), _KERNEL_AXES),
+      shape, param_dtype)
+  if not weight_norm:
+    return kernel
+  norm = lambda v: jnp.sqrt(jnp.sum(jnp.square(v.astype(jnp.float32)), axis=(0, 1)))   # [C_out]
+  scale = module.param(
+      "scale", nn.with_logical_partitioning(lambda _, __: norm(kernel).astype(param_dtype),
+                                            _BIAS_AXES), shape[-1:])
+  return (kernel * (scale / jnp.maximum(norm(kernel), 1e-12)).astype(kernel.dtype))
+
+
+def fold_weight_norm(kernel: Array, scale: Array) -> Array:
+  """The plain kernel of a weight-normalised one: `scale * kernel / |kernel|`."""
+  norm = jnp.sqrt(jnp.sum(jnp.square(kernel), axis=(0, 1)))
+  return kernel * (scale / jnp.maximum(norm, 1e-12))
 
 
 def _with_left_context(module: nn.Module, x: Array, context: int, streaming: bool):
@@ -67,6 +95,7 @@ class CausalConv1d(nn.Module):
     stride: temporal stride; `T` must be a multiple of it.
     dilation: kernel dilation.
     use_bias: whether to add a bias.
+    weight_norm: weight-normalised kernel (`kernel` direction and `scale` per output).
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
@@ -75,6 +104,7 @@ class CausalConv1d(nn.Module):
   stride: int = 1
   dilation: int = 1
   use_bias: bool = True
+  weight_norm: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -91,9 +121,8 @@ class CausalConv1d(nn.Module):
     if x.shape[1] % self.stride:
       raise ValueError(f"{self.name}: {x.shape[1]} frames is not a multiple of the stride "
                        f"{self.stride}")
-    kernel = self.param(
-        "kernel", nn.with_logical_partitioning(nn.initializers.lecun_normal(), _KERNEL_AXES),
-        (self.kernel_size, x.shape[-1], self.features), self.param_dtype)
+    kernel = _kernel(self, (self.kernel_size, x.shape[-1], self.features), self.weight_norm,
+                     self.param_dtype)
     bias = None
     if self.use_bias:
       bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, _BIAS_AXES),
@@ -123,6 +152,7 @@ class CausalConvTranspose1d(nn.Module):
     kernel_size: taps of the transposed kernel; a multiple of `stride` (SEANet uses `2 s`).
     stride: upsampling factor.
     use_bias: whether to add a bias.
+    weight_norm: weight-normalised kernel (`kernel` direction and `scale` per output).
     dtype: computation dtype.
     param_dtype: parameter dtype.
   """
@@ -130,6 +160,7 @@ class CausalConvTranspose1d(nn.Module):
   kernel_size: int
   stride: int
   use_bias: bool = True
+  weight_norm: bool = False
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -145,9 +176,8 @@ class CausalConvTranspose1d(nn.Module):
                        f"stride {self.stride}")
     b, t, c_in = x.shape
     s, taps = self.stride, self.kernel_size // self.stride
-    kernel = self.param(
-        "kernel", nn.with_logical_partitioning(nn.initializers.lecun_normal(), _KERNEL_AXES),
-        (self.kernel_size, c_in, self.features), self.param_dtype)
+    kernel = _kernel(self, (self.kernel_size, c_in, self.features), self.weight_norm,
+                     self.param_dtype)
     bias = None
     if self.use_bias:
       bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, _BIAS_AXES),
@@ -164,3 +194,16 @@ class CausalConvTranspose1d(nn.Module):
     if bias is not None:
       y = y + bias
     return y
+
+
+class Snake(nn.Module):
+  """Snake activation (Ziyin et al. 2020; DAC): `x + sin^2(alpha x) / alpha`, one learnt
+  `alpha` per channel (initialised to 1), for `[..., C]` activations. Its periodic part suits
+  waveforms; DAC reports clearly better reconstructions than with leaky ReLU."""
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    alpha = self.param("alpha", nn.with_logical_partitioning(nn.initializers.ones, _BIAS_AXES),
+                       (x.shape[-1],), self.param_dtype).astype(x.dtype)
+    return x + jnp.square(jnp.sin(alpha * x)) / (alpha + 1e-9)

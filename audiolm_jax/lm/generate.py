@@ -1,62 +1,77 @@
-"""Generation with trained stage models: semantic ids -> coarse codes -> all acoustic codes.
+"""Generation with trained stage models: semantic tokens -> coarse codes -> all acoustic codes.
 
-    semantic = generate_semantic(params_1, config_1, prompt_semantic, num_frames=250, rng=k1)
-    coarse = generate_coarse(params_2, config_2, semantic, prompt_codes, num_frames=500, rng=k2)
-    codes = generate_fine(params_3, config_3, coarse, prompt_codes, rng=k3)  # -> codec decoder
+    tokens = generate_semantic(lm_1, prompt_ids, num_tokens, rng=k1)    # deduplicated tokens
+    semantic = semantic_timeline(prompt_ids, tokens, frames_per_token, num_frames)
+    coarse = generate_coarse(lm_2, semantic, prompt_codes, num_frames=r * T, rng=k2)
+    codes = generate_fine(lm_3, coarse, prompt_codes, rng=k3)          # -> codec decoder
 
-Each function takes a stage's parameters (unboxed, e.g. `TrainState.params`) and its config (the
-one it was trained with), is batched over B rows, samples with `lm.sampling.sample` (KV cache,
+Each function takes a trained stage (`pretrained.TrainedStage`: layout, Transformer and
+parameters, built once), is batched over B rows, samples with `lm.sampling.sample` (KV cache,
 the stage's logit masks, its temperature unless one is given) and returns numpy int32 codes, the
 prompt's part unchanged. The same inputs and `rng` give the same output.
 
-Shape letters: B batch, T frames (semantic: 25 Hz, acoustic: 50 Hz in the paper), Q acoustic
-levels, Q' of them coarse, r acoustic frames per semantic frame (paper: 2).
+Shape letters: B batch, T semantic frames (25 Hz in the paper), Q acoustic levels, Q' of them
+coarse, r acoustic frames per semantic frame (paper: 2), L raw frames per deduplicated token.
 
-Lengths beyond one training sequence (a stage's crop) are generated in windows:
+Semantic tokens and time. Stage 1 models *deduplicated* tokens: a training sequence is
+dedup(a crop of `max_frames` raw frames), which holds about `max_frames / L` tokens, where L
+(`frames_per_token`, about 1.2 for the cpu tokenizers) is measured on the training token cache
+and recorded in the semantic LM's config (`data.frames_per_token`). So:
 
-* semantic, coarse: a sliding window. A window conditions on at most `context` of the frames
-  known so far (the prompt, then what was generated) and fills the rest of a training-length
-  sequence; the next window slides forward by what was generated. With the default context of
-  half a crop, every window after the first generates half a crop. For the coarse stage a window
-  is an aligned crop, exactly as in training: its semantic prefix is the semantic frames of the
-  window's span (deduplicated), its coarse part the window's known frames, then the generated
-  ones; windows start on a semantic frame.
+* stage-1 windows hold at most `window_tokens = floor(max_frames / L)` tokens (BOS aside), the
+  length training sequences actually have, not `max_frames`;
+* a generated token stands for a run of raw frames of unknown length; `semantic_timeline`
+  lays the k-th generated token over the raw frames `T_p + f` with `k L <= f < (k + 1) L`
+  after the prompt's T_p raw frames, so n tokens cover `n L` frames, as they did in training;
+* the coarse stage conditions an acoustic window `[a, b)` on dedup(timeline `[a / r, b / r)`),
+  exactly its training pairing: the window gets as much content as a training crop of that
+  span had (on average), and the error does not grow from window to window. (Placing one
+  generated token per raw frame instead gave every window 1 / 0.85 of the content training
+  paired with its span, drifting further with each window.)
+
+Lengths beyond one training sequence are generated in windows:
+
+* semantic, coarse: a sliding window. A window conditions on at most `context` of the tokens
+  (frames) known so far (the prompt, then what was generated) and fills the rest of a
+  training-length sequence; the next window slides forward by what was generated. With the
+  default context of half a window, every window after the first generates half a window.
+  For the coarse stage a window is an aligned crop, exactly as in training: its semantic prefix
+  is the deduplicated semantic frames of the window's span, its coarse part the window's known
+  frames, then the generated ones; windows start on a semantic frame.
 * fine: non-overlapping chunks of the stage's chunk length (paper: 3 s), independent given
   their coarse codes (the paper's scheme); chunks of the same shape are sampled in one batch.
-
-Semantic tokens are modelled deduplicated: the prompt is deduplicated as in training, and every
-generated token fills one returned slot (the sampler never draws EOS, so every row has
-`num_frames` ids). A generated token stands for a run of equal frames of unknown length, so the
-generated ids are laid out one per 25 Hz frame, as if each run were one frame long. The coarse
-stage deduplicates its semantic input itself and reads it on that layout: its input is the raw
-prompt ids followed by the generated ones, as `generate_semantic` returns them, and a window of
-acoustic frames [a, b) is conditioned on ids [a / r, b / r).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from audiolm_jax.errors import ConfigError, DataError
 from audiolm_jax.lm.sampling import sample
 from audiolm_jax.lm.stages import (CoarseStage, FineStage, SemanticStage, Stage,
-                                   remove_consecutive_duplicates, stage_from_config,
-                                   transformer_config)
-from audiolm_jax.lm.transformer import CachedLogits, Transformer
+                                   remove_consecutive_duplicates)
+from audiolm_jax.lm.transformer import CachedLogits
 
 PyTree = Any
 
 
-def _stage_and_model(config: ml_collections.ConfigDict, kind: type) -> tuple[Any, CachedLogits]:
-  stage = stage_from_config(config)
-  if not isinstance(stage, kind):
-    raise ConfigError(f"config.task {config.task!r} is not the {kind.__name__} this needs")
-  return stage, CachedLogits(Transformer(transformer_config(config)))
+class StageModel(Protocol):
+  """What generation needs of a trained stage (`pretrained.TrainedStage` is one)."""
+  stage: Stage
+  params: PyTree
+  logits_fn: CachedLogits
+
+
+def _layout(lm: StageModel, kind: type) -> Stage:
+  if not isinstance(lm.stage, kind):
+    raise ConfigError(f"a {type(lm.stage).__name__} model was given where a {kind.__name__} "
+                      "is needed")
+  return lm.stage
 
 
 def _sample(stage: Stage, logits_fn: CachedLogits, params: PyTree, prompt: np.ndarray,
@@ -88,78 +103,112 @@ def _codes(array, name: str, levels: int) -> np.ndarray:
   return array[..., :levels].astype(np.int32)
 
 
-def generate_semantic(params: PyTree, config: ml_collections.ConfigDict,
-                      prompt_semantic_ids, num_frames: int, rng: jax.Array, *,
-                      temperature: float | None = None, top_k: int = 0, top_p: float = 1.0,
+def window_tokens(stage: SemanticStage, frames_per_token: float) -> int:
+  """Tokens (after BOS) in a stage-1 window: those of a training sequence, about
+  `max_frames / L`."""
+  if not frames_per_token >= 1.0:
+    raise ConfigError(f"frames_per_token must be >= 1 (raw frames per deduplicated token), got "
+                      f"{frames_per_token}")
+  return max(2, min(stage.max_frames, int(stage.max_frames / frames_per_token)))
+
+
+def tokens_for_frames(frames: int, frames_per_token: float) -> int:
+  """Deduplicated tokens that cover `frames` raw frames on the timeline."""
+  return max(0, math.ceil(frames / frames_per_token - 1e-9))
+
+
+def semantic_timeline(prompt_ids, tokens, frames_per_token: float, num_frames: int) -> np.ndarray:
+  """Raw-frame layout `[B, num_frames]` of a prompt's raw ids `[B, T_p]` followed by generated
+  deduplicated tokens `[B, n]`: token k covers the frames `T_p + f` with `k L <= f < (k+1) L`
+  (see the module docstring). Needs `T_p + n L >= num_frames`."""
+  prompt, tokens = np.asarray(prompt_ids), np.asarray(tokens)
+  if prompt.ndim != 2 or tokens.ndim != 2 or len(prompt) != len(tokens):
+    raise DataError(f"prompt ids [B, T_p] and tokens [B, n] expected, got {prompt.shape} and "
+                    f"{tokens.shape}")
+  known = prompt.shape[1]
+  if known + tokens.shape[1] * frames_per_token < num_frames - 1e-9 or known > num_frames:
+    raise DataError(f"{tokens.shape[1]} tokens of {frames_per_token:.3g} frames after {known} "
+                    f"prompt frames do not cover {num_frames} frames")
+  frame = np.arange(num_frames - known)
+  which = np.minimum(np.floor(frame / frames_per_token + 1e-9),
+                     tokens.shape[1] - 1).astype(np.int64)
+  return np.concatenate([prompt, tokens[:, which]], axis=1).astype(np.int32)
+
+
+def generate_semantic(lm: StageModel, prompt_semantic_ids, num_tokens: int, rng: jax.Array, *,
+                      frames_per_token: float = 1.0, temperature: float | None = None,
+                      top_k: int = 0, top_p: float = 1.0,
                       context_tokens: int | None = None) -> np.ndarray:
-  """Continues semantic prompts to `num_frames` ids with stage 1.
+  """Continues semantic prompts by `num_tokens` deduplicated tokens with stage 1.
 
   Args:
-    params: the semantic LM's parameters.
-    config: its config (`semantic_lm`).
+    lm: the trained semantic LM.
     prompt_semantic_ids: raw ids `[B, T_p]` (T_p may be 0: unconditional), deduplicated here as
       in training.
-    num_frames: ids per returned row, prompt included (>= T_p).
+    num_tokens: tokens to generate per row.
     rng: PRNG key.
-    temperature: default `config.stage.temperature` (paper: 0.6); top_k, top_p: 0 / 1.0 = off.
-    context_tokens: sliding-window context in (deduplicated) tokens; default half a crop.
+    frames_per_token: L of the training cache; sets the window (`window_tokens`).
+    temperature: default the stage's (paper: 0.6); top_k, top_p: 0 / 1.0 = off.
+    context_tokens: sliding-window context in tokens; default half a window.
 
   Returns:
-    int32 `[B, num_frames]`: the prompt ids unchanged, then one generated id per slot.
+    int32 `[B, num_tokens]`: the generated tokens only (lay them out in time with
+    `semantic_timeline`).
   """
-  stage, logits_fn = _stage_and_model(config, SemanticStage)
+  stage = _layout(lm, SemanticStage)
   prompt = np.asarray(prompt_semantic_ids)
-  if prompt.ndim != 2 or not 0 <= prompt.shape[1] <= num_frames:
-    raise DataError(f"prompt_semantic_ids must be [batch, frames <= num_frames={num_frames}], "
-                    f"got {prompt.shape}")
-  window = stage.max_frames  # Tokens after BOS in a training sequence.
+  if prompt.ndim != 2 or num_tokens < 0:
+    raise DataError(f"prompt_semantic_ids must be [batch, frames] and num_tokens >= 0, got "
+                    f"{prompt.shape} and {num_tokens}")
+  window = window_tokens(stage, frames_per_token)
   context = _context(context_tokens, window, 1, "context_tokens")
   logit_mask = stage.logit_mask()
-  logit_mask[:, stage.vocab.eos_id] = False  # Every row runs to num_frames.
-  history = [row.astype(np.int32) for row in prompt]  # Raw prompt, then generated ids.
+  logit_mask[:, stage.vocab.eos_id] = False  # Every row runs to num_tokens.
+  history = [remove_consecutive_duplicates(row.astype(np.int32)) for row in prompt]
   generated = []
-  remaining = num_frames - prompt.shape[1]
+  remaining = num_tokens
   while remaining > 0:
     # BOS and the last `context` deduplicated ids, left-padded to one length for every window
     # (padding is invisible to the model): one compiled shape however the rows deduplicate.
-    tails = [dedup[len(dedup) - min(len(dedup), context):]
-             for dedup in map(remove_consecutive_duplicates, history)]
+    tails = [h[len(h) - min(len(h), context):] for h in history]
     window_prompt = stage.make_prompt(tails)  # [B, <= 1 + context]
     window_prompt = np.pad(window_prompt, ((0, 0), (1 + context - window_prompt.shape[1], 0)),
                            constant_values=stage.pad_id)
     new = min(remaining, window - context)
-    tokens = _sample(stage, logits_fn, params, window_prompt, 1 + context + new,
+    tokens = _sample(stage, lm.logits_fn, lm.params, window_prompt, 1 + context + new,
                      jax.random.fold_in(rng, len(generated)), logit_mask, temperature, top_k,
                      top_p)
     ids = stage.vocab.decode(tokens[:, 1 + context:], 0)  # [B, new]
     history = [np.concatenate([h, row]) for h, row in zip(history, ids)]
     generated.append(ids)
     remaining -= new
-  return np.concatenate([prompt.astype(np.int32)] + generated, axis=1)
+  if not generated:
+    return np.zeros((len(prompt), 0), np.int32)
+  return np.concatenate(generated, axis=1).astype(np.int32)
 
 
-def generate_coarse(params: PyTree, config: ml_collections.ConfigDict, semantic_ids,
-                    prompt_coarse, num_frames: int, rng: jax.Array, *,
+def generate_coarse(lm: StageModel, semantic_ids, prompt_coarse, num_frames: int,
+                    rng: jax.Array, *,
                     temperature: float | None = None, top_k: int = 0, top_p: float = 1.0,
                     context_frames: int | None = None) -> np.ndarray:
   """Generates coarse codes for `num_frames` acoustic frames with stage 2.
 
   Args:
-    params: the coarse LM's parameters.
-    config: its config (`coarse_lm`).
-    semantic_ids: raw semantic ids `[B, T_s]` of the whole span (the prompt's and the generated
-      ones), `T_s >= ceil(num_frames / r)`; deduplicated here, per window, as in training. Ignored
-      (may be None) by an acoustic-only stage.
+    lm: the trained coarse LM.
+    semantic_ids: semantic ids on the raw-frame timeline `[B, T_s]` of the whole span (the
+      prompt's, then `semantic_timeline` of the generated ones), `T_s >= ceil(num_frames / r)`;
+      deduplicated here, per window, as in training. Ignored (may be None) by an acoustic-only
+      stage.
     prompt_coarse: the prompt's codes `[B, T_p, >= Q']` (T_p may be 0); levels past Q' ignored.
     num_frames: acoustic frames per returned row, prompt included (>= T_p).
     rng: PRNG key.
-    temperature: default `config.stage.temperature` (paper: 0.8); top_k, top_p: 0 / 1.0 = off.
+    temperature: default the stage's (paper: 0.8); top_k, top_p: 0 / 1.0 = off.
     context_frames: sliding-window context in acoustic frames; default half a crop.
 
   Returns:
     int32 codes `[B, num_frames, Q']`, the first T_p frames the prompt's.
   """
-  stage, logits_fn = _stage_and_model(config, CoarseStage)
+  stage = _layout(lm, CoarseStage)
   prompt = _codes(prompt_coarse, "prompt_coarse", stage.num_coarse)
   batch, known = prompt.shape[:2]
   if not known <= num_frames:
@@ -184,31 +233,29 @@ def generate_coarse(params: PyTree, config: ml_collections.ConfigDict, semantic_
     semantic = None if stage.acoustic_only else semantic_ids[:, span]
     window_prompt = stage.make_prompt(semantic, codes[:, start:known])
     max_length = window_prompt.shape[1] + (stop - known) * stage.num_coarse
-    tokens = _sample(stage, logits_fn, params, window_prompt, max_length,
+    tokens = _sample(stage, lm.logits_fn, lm.params, window_prompt, max_length,
                      jax.random.fold_in(rng, index), logit_mask, temperature, top_k, top_p)
     codes[:, known:stop] = stage.coarse_codes(tokens, stop - start)[:, known - start:]
     known, index = stop, index + 1
   return codes
 
 
-def generate_fine(params: PyTree, config: ml_collections.ConfigDict, coarse_codes,
-                  prompt_fine, rng: jax.Array, *, temperature: float | None = None,
+def generate_fine(lm: StageModel, coarse_codes, prompt_fine, rng: jax.Array, *, temperature: float | None = None,
                   top_k: int = 0, top_p: float = 1.0) -> np.ndarray:
   """Generates the fine codes of `coarse_codes` with stage 3, chunk by chunk.
 
   Args:
-    params: the fine LM's parameters.
-    config: its config (`fine_lm`).
+    lm: the trained fine LM.
     coarse_codes: `[B, T, >= Q']` (levels past Q' ignored).
     prompt_fine: the prompt's fine codes `[B, T_p, Q - Q']` (or all its codes `[B, T_p, Q]`),
       kept as they are for the first T_p frames; or None.
     rng: PRNG key.
-    temperature: default `config.stage.temperature` (paper: 0.6); top_k, top_p: 0 / 1.0 = off.
+    temperature: default the stage's (paper: 0.6); top_k, top_p: 0 / 1.0 = off.
 
   Returns:
     int32 codes of all levels `[B, T, Q]`: the coarse codes, then the fine ones.
   """
-  stage, logits_fn = _stage_and_model(config, FineStage)
+  stage = _layout(lm, FineStage)
   coarse = _codes(coarse_codes, "coarse_codes", stage.num_coarse)
   batch, num_frames = coarse.shape[:2]
   fine = np.zeros((batch, num_frames, stage.num_fine), np.int32)
@@ -237,7 +284,7 @@ def generate_fine(params: PyTree, config: ml_collections.ConfigDict, coarse_code
     window_prompt = stage.make_prompt(
         np.concatenate([coarse[:, s:s + frames] for s in starts]),
         np.concatenate([fine[:, s:s + given] for s in starts]))
-    tokens = _sample(stage, logits_fn, params, window_prompt,
+    tokens = _sample(stage, lm.logits_fn, lm.params, window_prompt,
                      stage.prefix_length + frames * stage.num_fine,
                      jax.random.fold_in(rng, index), logit_mask, temperature, top_k, top_p)
     new = stage.fine_codes(tokens, frames)  # [len(starts) * B, frames, Q - Q']

@@ -47,12 +47,9 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from audiolm_jax.errors import ConfigError, DataError
-from audiolm_jax.lm.transformer import TransformerConfig
 
 SPECIAL_TOKENS = ("pad", "bos", "sep", "eos")
 
@@ -546,54 +543,3 @@ class FineStage(_Stage):
 
 
 Stage = SemanticStage | CoarseStage | FineStage
-STAGES = {"semantic_lm": SemanticStage, "coarse_lm": CoarseStage, "fine_lm": FineStage}
-
-
-def stage_from_config(config) -> Stage:
-  """The layout of a stage config (`config.task` picks the stage, `config.stage` its fields)."""
-  if config.task not in STAGES:
-    raise ConfigError(f"task {config.task!r} is not an LM stage; known: {sorted(STAGES)}")
-  cls = STAGES[config.task]
-  fields = dict(config.stage)
-  unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(cls)})
-  if unknown:
-    raise ConfigError(f"stage fields {unknown} are unknown to {cls.__name__}")
-  return cls(**fields)
-
-
-def weighted_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
-                           logit_mask: jax.Array | None = None) -> tuple[jax.Array, dict]:
-  """Mean next-token cross entropy over the weighted targets (the loss of every stage).
-
-  Args:
-    logits: `[B, N, V]`.
-    targets: int `[B, N]`.
-    weights: `[B, N]`, 0 on conditioning and padding.
-    logit_mask: optional bool `[N, V]` (e.g. `target_logit_mask()`): softmax over the ids valid
-      at each target only.
-
-  Returns:
-    `(loss, metrics)` with metrics `loss`, `accuracy` (of the argmax) and `tokens` (weight sum).
-  """
-  logits = logits.astype(jnp.float32)
-  if logit_mask is not None:
-    logits = jnp.where(logit_mask, logits, -1e9)
-  log_probs = jax.nn.log_softmax(logits, axis=-1)
-  nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]  # [B, N]
-  total = jnp.maximum(jnp.sum(weights), 1.0)
-  loss = jnp.sum(nll * weights) / total
-  accuracy = jnp.sum((jnp.argmax(logits, -1) == targets) * weights) / total
-  return loss, {"loss": loss, "accuracy": accuracy, "tokens": jnp.sum(weights)}
-
-
-def transformer_config(config) -> TransformerConfig:
-  """The Transformer of a stage config: `config.model`, the computation dtype
-  `config.compute_dtype`, and what the layout decides (vocabulary size, pad id, and the training
-  sequence length as default cache length)."""
-  stage = stage_from_config(config)
-  try:
-    return TransformerConfig.from_dict(config.model, vocab_size=stage.vocab_size,
-                                       pad_id=stage.pad_id, max_len=stage.sequence_length,
-                                       dtype=config.get("compute_dtype", "float32"))
-  except (TypeError, ValueError) as e:
-    raise ConfigError(f"model: {e}") from e

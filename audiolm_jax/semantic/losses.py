@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 
 from audiolm_jax.errors import ConfigError
-from audiolm_jax.semantic.tokenizer import frame_mask, pad_to_frames
+from audiolm_jax.frames import frame_mask, pad_to_frames
 from audiolm_jax.semantic.w2v_bert import W2VBert
 
 

@@ -1,15 +1,7 @@
-"""Semantic tokens: frames of 40 ms, normalised features, k-means ids.
+"""Semantic tokens: frame features, normalised, k-means ids.
 
-The frame rule (the one place it is defined):
-
-    num_frames(S) = ceil(S / 640)
-
-A clip of S samples at 16 kHz is zero-padded to `640 * num_frames(S)` samples and cut into
-frames of 640 samples (40 ms, 25 Hz). SoundStream frames are 320 samples (50 Hz), so the padded
-clip has exactly `2 * num_frames(S)` acoustic frames: semantic frame t covers acoustic frames
-2t and 2t + 1, for every clip length. Tokenise both streams from the *padded* waveform
-(`pad_to_frames`); on the unpadded clip a causal codec gives `ceil(S / 320)` frames, one fewer
-when `S mod 640` is in `(0, 320]`.
+Frames follow the frame rule of `audiolm_jax.frames` (40 ms, 25 Hz at 16 kHz by default: a
+tokenizer states its `samples_per_frame`).
 
 A `SemanticTokenizer` = a feature extractor (w2v-BERT layer features, or the MFCC baseline)
 + per-dimension mean/std normalisation (statistics over the training data) + k-means centroids.
@@ -24,55 +16,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import itertools
 import json
 import os
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable
 
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from audiolm_jax.errors import BadAudioError, CheckpointError, ConfigError
+from audiolm_jax.frames import SAMPLE_RATE, SAMPLES_PER_FRAME, frame_mask, pad_to_frames
 from audiolm_jax.layers import spectral
 from audiolm_jax.quantization import kmeans
 
-SAMPLE_RATE = 16000
-SAMPLES_PER_FRAME = 640  # 40 ms: one semantic frame = two 320-sample SoundStream frames.
 PAD_ID = -1  # The id of frames outside a clip (where the frame mask is False).
 ARRAYS_FILE = "semantic_tokenizer.npz"
 META_FILE = "semantic_tokenizer.json"
-
-
-# --- Frames -----------------------------------------------------------------------------------
-
-
-def num_frames(num_samples: int, samples_per_frame: int = SAMPLES_PER_FRAME) -> int:
-  """Semantic frames of a clip of `num_samples` samples: `ceil(S / 640)` (see module doc)."""
-  return -(-int(num_samples) // samples_per_frame)
-
-
-def pad_to_frames(wav: jax.Array,
-                  wav_mask: jax.Array | None = None,
-                  samples_per_frame: int = SAMPLES_PER_FRAME) -> tuple[jax.Array, jax.Array]:
-  """Zero-pads `wav [B, S]` (and its mask) to `num_frames(S) * samples_per_frame` samples."""
-  s = wav.shape[-1]
-  if wav_mask is None:
-    wav_mask = jnp.ones(wav.shape, bool)
-  pad = num_frames(s, samples_per_frame) * samples_per_frame - s
-  wav = jnp.pad(jnp.asarray(wav, jnp.float32), ((0, 0), (0, pad)))
-  wav_mask = jnp.pad(jnp.asarray(wav_mask, bool), ((0, 0), (0, pad)))
-  return wav, wav_mask
-
-
-def frame_mask(sample_mask: jax.Array, samples_per_frame: int = SAMPLES_PER_FRAME) -> jax.Array:
-  """`[B, S] -> [B, S / samples_per_frame]`: a frame is valid if any of its samples is."""
-  b, s = sample_mask.shape
-  if s % samples_per_frame:
-    raise ValueError(f"{s} samples are not whole frames of {samples_per_frame}; "
-                     "pad_to_frames first")
-  return jnp.any(sample_mask.reshape(b, s // samples_per_frame, samples_per_frame), axis=-1)
 
 
 # --- Feature extractors -----------------------------------------------------------------------
@@ -86,7 +45,8 @@ class FeatureExtractor:
     name: what the features are (e.g. "w2v_bert/mlm_layer_7", "mfcc/13"); stored with the
       tokenizer's artifacts and checked when they are loaded.
     dim: feature dim D.
-    samples_per_frame: must be `SAMPLES_PER_FRAME`.
+    samples_per_frame: samples per feature frame (640 = 25 Hz at 16 kHz, the paper's; 320 for
+      50 Hz models): the tokens' frame, which `frames.frame_ratio` aligns with the codec's.
     apply: `(params, wav [B, S], wav_mask [B, S]) -> (features [B, T, D], frame_mask [B, T])`
       with `T = num_frames(S)`; jit-able and hashable (a frozen dataclass or a module-level
       function): it is a static argument of the jitted fit and tokenize functions, so equal
@@ -100,16 +60,16 @@ class FeatureExtractor:
   params: Any = None
 
   def __post_init__(self):
-    if self.samples_per_frame != SAMPLES_PER_FRAME:
-      raise ConfigError(f"features {self.name!r} come every {self.samples_per_frame} samples; "
-                        f"semantic tokens need {SAMPLES_PER_FRAME} (25 Hz at 16 kHz)")
+    if self.samples_per_frame <= 0:
+      raise ConfigError(f"features {self.name!r}: samples_per_frame must be positive, got "
+                        f"{self.samples_per_frame}")
 
   def __call__(self, wav, wav_mask=None) -> tuple[jax.Array, jax.Array]:
     """Jitted features `[B, T, D]` and frame mask `[B, T]` of `wav [B, S]`."""
-    return _features(self.apply, self.params, *_check_wav(wav, wav_mask))
+    return _features(self.apply, self.params, *check_wav(wav, wav_mask))
 
 
-def _check_wav(wav, wav_mask):
+def check_wav(wav, wav_mask):
   wav = jnp.asarray(wav, jnp.float32)
   if wav.ndim != 2 or wav.shape[-1] == 0:
     raise BadAudioError("waveform", "bad shape", f"expected [batch, samples], got {wav.shape}")
@@ -145,21 +105,23 @@ def mfcc_features(wav: jax.Array,
                   n_mels: int = 40,
                   n_fft: int = 400,
                   hop: int = 160,
-                  top_db: float = 80.0) -> tuple[jax.Array, jax.Array]:
-  """The GSLM-style baseline: MFCC + deltas + delta-deltas, averaged to 25 Hz frames.
+                  top_db: float = 80.0,
+                  samples_per_frame: int = SAMPLES_PER_FRAME) -> tuple[jax.Array, jax.Array]:
+  """The GSLM-style baseline: MFCC + deltas + delta-deltas, averaged to token frames.
 
   The waveform is padded by the frame rule; 10 ms MFCC frames (window centred on its hop,
   dB floor `top_db` below each clip's loudest valid frame) get HTK deltas and delta-deltas,
-  and each 25 Hz frame is the mean of its four 10 ms frames.
+  and each token frame of `samples_per_frame` samples (25 Hz: four 10 ms frames) is their mean.
 
   Returns:
-    `(features [B, T, 3 * n_mfcc], frame_mask [B, T])` with `T = num_frames(S)`.
+    `(features [B, T, 3 * n_mfcc], frame_mask [B, T])` with
+    `T = num_frames(S, samples_per_frame)`.
   """
-  wav, wav_mask = _check_wav(wav, wav_mask)
-  if SAMPLES_PER_FRAME % hop:
-    raise ConfigError(f"mfcc hop {hop} does not divide {SAMPLES_PER_FRAME}")
-  per_frame = SAMPLES_PER_FRAME // hop
-  wav, wav_mask = pad_to_frames(wav, wav_mask)
+  wav, wav_mask = check_wav(wav, wav_mask)
+  if samples_per_frame % hop:
+    raise ConfigError(f"mfcc hop {hop} does not divide {samples_per_frame}")
+  per_frame = samples_per_frame // hop
+  wav, wav_mask = pad_to_frames(wav, wav_mask, samples_per_frame)
   wav = jnp.where(wav_mask, wav, 0.0)
   left = (n_fft - hop) // 2
   wav = jnp.pad(wav, ((0, 0), (left, n_fft - hop - left)))
@@ -177,7 +139,7 @@ def mfcc_features(wav: jax.Array,
   w = mask_fine.astype(jnp.float32).reshape(b, t4 // per_frame, per_frame, 1)
   pooled = jnp.sum(feats.reshape(b, t4 // per_frame, per_frame, f) * w, axis=2)
   pooled = pooled / jnp.maximum(jnp.sum(w, axis=2), 1.0)  # [B, T, 3C]
-  return pooled, frame_mask(wav_mask)
+  return pooled, frame_mask(wav_mask, samples_per_frame)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,62 +147,21 @@ class MfccFeatures:
   """`mfcc_features` as a hashable `FeatureExtractor.apply` (it takes no parameters)."""
   n_mfcc: int = 13
   n_mels: int = 40
+  samples_per_frame: int = SAMPLES_PER_FRAME
 
   def __call__(self, params, wav, wav_mask):
     del params
-    return mfcc_features(wav, wav_mask, n_mfcc=self.n_mfcc, n_mels=self.n_mels)
+    return mfcc_features(wav, wav_mask, n_mfcc=self.n_mfcc, n_mels=self.n_mels,
+                         samples_per_frame=self.samples_per_frame)
 
 
-def mfcc_extractor(n_mfcc: int = 13, n_mels: int = 40) -> FeatureExtractor:
-  """The MFCC baseline as a `FeatureExtractor` (no parameters)."""
-
-  return FeatureExtractor(name=f"mfcc/{n_mfcc}x3/mels{n_mels}", dim=3 * n_mfcc,
-                          samples_per_frame=SAMPLES_PER_FRAME,
-                          apply=MfccFeatures(n_mfcc, n_mels), params={})
-
-
-# --- Normalisation statistics -----------------------------------------------------------------
-
-
-@flax.struct.dataclass
-class FeatureStats:
-  """Running per-dimension mean and variance over valid frames (Chan et al. merge).
-
-  Attributes:
-    count: `[]` frames seen.
-    mean: `[D]` running mean.
-    m2: `[D]` running sum of squared deviations from the mean.
-  """
-  count: jax.Array
-  mean: jax.Array
-  m2: jax.Array
-
-  @classmethod
-  def create(cls, dim: int) -> "FeatureStats":
-    return cls(count=jnp.zeros((), jnp.float32), mean=jnp.zeros((dim,), jnp.float32),
-               m2=jnp.zeros((dim,), jnp.float32))
-
-  def update(self, features: jax.Array, mask: jax.Array | None = None) -> "FeatureStats":
-    """Adds the valid frames of `features [..., D]` (`mask [...]`)."""
-    x = jnp.asarray(features, jnp.float32).reshape(-1, features.shape[-1])  # [N, D]
-    w = (jnp.ones(x.shape[:1]) if mask is None else jnp.asarray(mask, jnp.float32).reshape(-1))
-    n_b = jnp.sum(w)
-    mean_b = jnp.sum(w[:, None] * x, axis=0) / jnp.maximum(n_b, 1.0)
-    m2_b = jnp.sum(w[:, None] * (x - mean_b)**2, axis=0)
-    n = self.count + n_b
-    delta = mean_b - self.mean
-    frac = n_b / jnp.maximum(n, 1.0)
-    return FeatureStats(count=n,
-                        mean=self.mean + delta * frac,
-                        m2=self.m2 + m2_b + delta**2 * self.count * frac)
-
-  @property
-  def variance(self) -> jax.Array:
-    """Population variance `[D]`."""
-    return self.m2 / jnp.maximum(self.count, 1.0)
-
-  def std(self, eps: float = 1e-5) -> jax.Array:
-    return jnp.sqrt(self.variance + eps)
+def mfcc_extractor(n_mfcc: int = 13, n_mels: int = 40,
+                   samples_per_frame: int = SAMPLES_PER_FRAME) -> FeatureExtractor:
+  """The MFCC baseline as a `FeatureExtractor` (no parameters); 25 Hz frames by default."""
+  rate = "" if samples_per_frame == SAMPLES_PER_FRAME else f"/hop{samples_per_frame}"
+  return FeatureExtractor(name=f"mfcc/{n_mfcc}x3/mels{n_mels}{rate}", dim=3 * n_mfcc,
+                          samples_per_frame=samples_per_frame,
+                          apply=MfccFeatures(n_mfcc, n_mels, samples_per_frame), params={})
 
 
 def normalize(features: jax.Array, mean: jax.Array, std: jax.Array) -> jax.Array:
@@ -264,11 +185,6 @@ def _ids(feats, fmask, mean, std, centroids):
   return jnp.where(fmask, ids, PAD_ID)
 
 
-@jax.jit
-def _flat_frames(feats, fmask, mean, std):
-  """Normalised frames flattened over the batch `x [N, D]`, and `weights [N]` (0 = padding)."""
-  x = normalize(feats, mean, std)
-  return x.reshape(-1, x.shape[-1]), fmask.reshape(-1).astype(jnp.float32)
 
 
 class SemanticTokenizer:
@@ -295,9 +211,15 @@ class SemanticTokenizer:
   def num_clusters(self) -> int:
     return int(self.centroids.shape[0])
 
+  @property
+  def samples_per_frame(self) -> int:
+    """Samples per token (640: 25 Hz at 16 kHz)."""
+    return self.extractor.samples_per_frame
+
   def tokenize(self, wav, wav_mask=None) -> jax.Array:
-    """Token ids `[B, T]` int32 of `wav [B, S]`, `T = num_frames(S)`; `PAD_ID` off the mask."""
-    wav, wav_mask = _check_wav(wav, wav_mask)
+    """Token ids `[B, T]` int32 of `wav [B, S]`, `T = num_frames(S, samples_per_frame)`;
+    `PAD_ID` off the mask."""
+    wav, wav_mask = check_wav(wav, wav_mask)
     feats, fmask = _features(self.extractor.apply, self.extractor.params, wav, wav_mask)
     return _ids(feats, fmask, self.mean, self.std, self.centroids)
 
@@ -310,7 +232,7 @@ class SemanticTokenizer:
       np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
     os.replace(path + ".tmp", path)
     meta = {"features": self.extractor.name, "dim": self.extractor.dim,
-            "num_clusters": self.num_clusters, "samples_per_frame": SAMPLES_PER_FRAME,
+            "num_clusters": self.num_clusters, "samples_per_frame": self.samples_per_frame,
             "sample_rate": SAMPLE_RATE}
     with open(os.path.join(directory, META_FILE), "w") as f:
       json.dump(meta, f, indent=2)
@@ -334,108 +256,3 @@ class SemanticTokenizer:
       raise CheckpointError(f"{meta_path}: fit on features {meta.get('features')!r}, "
                             f"but the extractor gives {extractor.name!r}")
     return cls(extractor, **arrays)
-
-
-# --- Fitting ----------------------------------------------------------------------------------
-
-Batches = Callable[[], Iterable[tuple[np.ndarray, np.ndarray | None]]]
-
-
-_stats_update = jax.jit(FeatureStats.update)
-_kmeans_init = jax.jit(kmeans.kmeans_plusplus_init, static_argnames=("k", "num_local_trials"))
-_kmeans_step = jax.jit(kmeans.minibatch_kmeans_step,
-                       static_argnames=("reassign_ratio", "reassign_every"))
-
-
-def compute_feature_stats(extractor: FeatureExtractor, batches: Iterable) -> FeatureStats:
-  """Mean/variance of the extractor's features over the valid frames of `(wav, mask)` batches."""
-  stats = FeatureStats.create(extractor.dim)
-  for wav, wav_mask in batches:
-    feats, fmask = _features(extractor.apply, extractor.params, *_check_wav(wav, wav_mask))
-    stats = _stats_update(stats, feats, fmask)
-  if float(stats.count) == 0:
-    raise ConfigError("no valid frames to compute feature statistics from")
-  return stats
-
-
-def _cycle(batches: Batches) -> Iterator:
-  """`batches()` again and again; an empty pass is an error (not an endless loop)."""
-  while True:
-    empty = True
-    for batch in batches():
-      empty = False
-      yield batch
-    if empty:
-      raise ConfigError("the tokenizer's data yields no batches")
-
-
-def fit_semantic_tokenizer(extractor: FeatureExtractor,
-                           batches: Batches,
-                           key: jax.Array,
-                           num_clusters: int,
-                           num_steps: int,
-                           init_frames: int,
-                           reassign_ratio: float = 0.01,
-                           stats: FeatureStats | None = None,
-                           kmeans_state: kmeans.KMeansState | None = None,
-                           on_step: Callable[[kmeans.KMeansState, dict], None] | None = None
-                          ) -> tuple[SemanticTokenizer, kmeans.KMeansState]:
-  """Fits normalisation statistics and mini-batch k-means on features of `batches()`.
-
-  1. Statistics over one pass of `batches()` (skipped when `stats` is given).
-  2. k-means++ seeding on the first `init_frames` valid normalised frames (skipped when
-     resuming from `kmeans_state`).
-  3. Mini-batch k-means steps, one per batch, cycling over `batches()`, until `num_steps`. A
-     resumed fit skips the batches its state has already seen, so it sees the same order.
-
-  Args:
-    extractor: the features.
-    batches: returns a fresh iterable of `(wav [B, S], wav_mask [B, S] or None)` each call.
-    key: PRNG key for seeding and dead-centroid reassignment.
-    num_clusters: K.
-    num_steps: total mini-batch steps.
-    init_frames: frames for k-means++ seeding (at least K).
-    reassign_ratio: dead-centroid threshold (see `kmeans.minibatch_kmeans_step`).
-    stats: precomputed statistics (e.g. from a resumed run).
-    kmeans_state: state to resume from (checkpoint it from `on_step`).
-    on_step: called as `on_step(state, metrics)` after every step (logging, checkpoints).
-
-  Returns:
-    `(tokenizer, final k-means state)`.
-  """
-  if init_frames < num_clusters:
-    raise ConfigError(f"init_frames={init_frames} must be >= num_clusters={num_clusters}")
-  if stats is None:
-    stats = compute_feature_stats(extractor, batches())
-  mean, std = stats.mean, stats.std()
-  init_key, step_key = jax.random.split(key)
-
-  def normalised(batches):
-    for wav, wav_mask in batches:
-      feats, fmask = _features(extractor.apply, extractor.params, *_check_wav(wav, wav_mask))
-      yield _flat_frames(feats, fmask, mean, std)
-
-  if kmeans_state is None:
-    xs, have = [], 0
-    for x, w in normalised(batches()):
-      keep = np.asarray(w) > 0
-      xs.append(np.asarray(x)[keep])
-      have += int(keep.sum())
-      if have >= init_frames:
-        break
-    if have < num_clusters:
-      raise ConfigError(f"only {have} valid frames to seed {num_clusters} clusters")
-    sample = np.concatenate(xs)[:init_frames]
-    centroids = _kmeans_init(init_key, sample, k=num_clusters)
-    kmeans_state = kmeans.KMeansState.create(centroids)
-
-  done = int(kmeans_state.step)
-  if done < num_steps:
-    todo = itertools.islice(_cycle(batches), done, num_steps)
-    for x, w in normalised(todo):
-      k = jax.random.fold_in(step_key, kmeans_state.step)
-      kmeans_state, metrics = _kmeans_step(kmeans_state, x, w, k, reassign_ratio=reassign_ratio)
-      if on_step is not None:
-        on_step(kmeans_state, metrics)
-  return SemanticTokenizer(extractor, mean, std, kmeans_state.centroids), kmeans_state
-

@@ -25,7 +25,6 @@ G codebook groups, V entries per group, Q quantized (codebook) dim, E contrastiv
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping
 
 import flax
@@ -34,10 +33,11 @@ import jax
 import jax.numpy as jnp
 
 from audiolm_jax.errors import ConfigError
+from audiolm_jax.frames import frame_mask, pad_to_frames
 from audiolm_jax.layers import spectral
 from audiolm_jax.layers.conformer import (ACTIVATION_AXES, ConformerConfig, ConformerStack, dense,
                                           layer_norm, partitioned)
-from audiolm_jax.semantic.tokenizer import FeatureExtractor, frame_mask, pad_to_frames
+from audiolm_jax.semantic.tokenizer import FeatureExtractor
 
 # Two stride-2 convolutions: 4 mel frames per encoder frame.
 SUBSAMPLING = 4
@@ -332,12 +332,6 @@ def init_params(config: W2VBertConfig, key: jax.Array, num_samples: int = 4 * 64
   """Boxed (logically partitioned) parameters of a w2v-BERT for `config`."""
   model = W2VBert(config)
   return model.init(key, jnp.zeros((1, num_samples), jnp.float32))["params"]
-
-
-def count_params(params: Any) -> int:
-  """Number of scalars in a (possibly boxed or abstract) parameter tree."""
-  leaves = jax.tree.leaves(nn.unbox(params))
-  return sum(math.prod(x.shape) for x in leaves)
 
 
 @dataclasses.dataclass(frozen=True)

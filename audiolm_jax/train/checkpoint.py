@@ -1,11 +1,9 @@
 """Checkpoints with orbax: train state, data iterator state, resolved config.
 
-Layout of `WORKDIR/checkpoints/<step>/`:
-
-  state/   the `TrainState` (params, optimizer state, extra, EMA, RNG, step, counters), sharded
-           arrays written by every process (orbax `StandardSave`)
-  data/    each process's data iterator state, `process_<i>-of-<n>.json`
-  config/  the resolved config (JSON)
+Layout of `WORKDIR/checkpoints/<step>/` (`checkpoint_files.py`, which also reads it without
+a run): `state/` (the `TrainState`, sharded arrays written by every process with orbax
+`StandardSave`), `data/` (each process's data iterator state) and `config/` (the resolved
+config).
 
 Saves are asynchronous (training continues while arrays are written) and atomic (a step
 directory appears only once complete); the last `keep` are kept. Restoring targets the
@@ -18,7 +16,6 @@ A checkpoint that cannot be read is reported in one line, moved to `checkpoints.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
@@ -31,11 +28,11 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
+from audiolm_jax.checkpoint_files import CONFIG, DATA, STATE, check_tree, one_line
 from audiolm_jax.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-STATE, DATA, CONFIG = "state", "data", "config"
 CORRUPT_SUFFIX = ".corrupt"
 
 PyTree = Any
@@ -99,15 +96,6 @@ class Restored:
   path: str
 
 
-def _one_line(e: BaseException, limit: int = 200) -> str:
-  """The root cause of `e` as one short line."""
-  while e.__cause__ is not None:
-    e = e.__cause__
-  text = " ".join(str(e).split())
-  text = text if len(text) <= limit else text[:limit - 3] + "..."
-  return f"{type(e).__name__}: {text}"
-
-
 class Checkpointer:
   """Saves and restores checkpoints of a training run in `directory`."""
 
@@ -159,7 +147,7 @@ class Checkpointer:
         moved = self._move_aside(step)
         older = [s for s in self._manager.all_steps() if s < step]
         log.warning("checkpoint step %d is unreadable (%s); moved to %s; %s", step,
-                    _one_line(e), moved,
+                    one_line(e), moved,
                     f"trying step {max(older)}" if older else "no older checkpoint")
     return None
 
@@ -184,70 +172,22 @@ class Checkpointer:
     self._manager.close()
 
 
-# --------------------------------------------------------------------------- reading without a run
-
-
-def find_step_dir(path: str) -> str:
-  """A step directory from a workdir, its `checkpoints/` directory or a step directory."""
-  path = os.path.abspath(path)
-  if os.path.isdir(os.path.join(path, STATE)):
-    return path
-  for candidate in (os.path.join(path, "checkpoints"), path):
-    if os.path.isdir(candidate):
-      steps = [int(n) for n in os.listdir(candidate)
-               if n.isdigit() and os.path.isdir(os.path.join(candidate, n, STATE))]
-      if steps:
-        return os.path.join(candidate, str(max(steps)))
-  raise CheckpointError(f"{path}: no checkpoint found (expected a workdir, its checkpoints/ "
-                        "directory or a checkpoint step directory)")
-
-
-def _state_metadata(step_dir: str) -> dict[str, Any]:
+def state_metadata(step_dir: str) -> dict[str, Any]:
   """The saved state's tree of array metadata (shape, dtype per leaf)."""
   try:
     return ocp.StandardCheckpointHandler().metadata(epath.Path(step_dir) / STATE).tree
   except Exception as e:
-    raise CheckpointError(f"{step_dir}: unreadable checkpoint ({_one_line(e)})") from e
+    raise CheckpointError(f"{step_dir}: unreadable checkpoint ({one_line(e)})") from e
 
 
 def saved_fields(step_dir: str) -> set[str]:
   """The top-level fields of a saved state that hold arrays (e.g. no "ema_params" if off)."""
-  return {k for k, v in _state_metadata(step_dir).items() if jax.tree.leaves(v)}
-
-
-def tree_paths(tree: PyTree) -> dict[str, Any]:
-  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
-  return {jax.tree_util.keystr(p, simple=True, separator="/"): v for p, v in leaves}
-
-
-def _check_tree(step_dir: str, saved: PyTree, wanted: PyTree, what: str) -> None:
-  saved, wanted = tree_paths(saved), tree_paths(wanted)
-  missing, unexpected = sorted(set(wanted) - set(saved)), sorted(set(saved) - set(wanted))
-  shapes = sorted(k for k in set(wanted) & set(saved)
-                  if tuple(getattr(saved[k], "shape", ())) != tuple(wanted[k].shape))
-  problems = [f"{name}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-              for name, keys in (("missing", missing), ("unexpected", unexpected),
-                                 ("shape differs", shapes)) if keys]
-  if problems:
-    raise CheckpointError(f"{step_dir}: {what} does not match this config's model/optimizer "
-                          f"({'; '.join(problems)})")
-
-
-def check_compatible(step_dir: str, target: PyTree) -> None:
-  """Raises `CheckpointError` if the saved state's leaves or shapes differ from `target`'s.
-
-  Unreadable metadata is left for the restore to report as corruption.
-  """
-  try:
-    saved = _state_metadata(step_dir)
-  except CheckpointError:
-    return
-  _check_tree(step_dir, saved, target, "the saved state")
+  return {k for k, v in state_metadata(step_dir).items() if jax.tree.leaves(v)}
 
 
 def read_numpy(step_dir: str, subtrees: tuple[str, ...] | None = None) -> dict[str, Any]:
   """The saved state as numpy arrays (optionally only some top-level fields), no mesh needed."""
-  meta = _state_metadata(step_dir)
+  meta = state_metadata(step_dir)
   if subtrees is not None:
     meta = {k: meta[k] for k in subtrees if k in meta}
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), meta)
@@ -259,15 +199,19 @@ def read_numpy(step_dir: str, subtrees: tuple[str, ...] | None = None) -> dict[s
             restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
                                       target)))
   except Exception as e:
-    raise CheckpointError(f"{step_dir}: unreadable checkpoint ({_one_line(e)})") from e
+    raise CheckpointError(f"{step_dir}: unreadable checkpoint ({one_line(e)})") from e
 
 
-def read_config(step_dir: str) -> dict[str, Any] | None:
-  path = os.path.join(step_dir, CONFIG, "metadata")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+def check_compatible(step_dir: str, target: PyTree) -> None:
+  """Raises `CheckpointError` if the saved state's leaves or shapes differ from `target`'s.
+
+  Unreadable metadata is left for the restore to report as corruption.
+  """
+  try:
+    saved = state_metadata(step_dir)
+  except CheckpointError:
+    return
+  check_tree(step_dir, saved, target, "the saved state")
 
 
 def restore_subtrees(step_dir: str, item: dict[str, PyTree]) -> dict[str, PyTree]:
@@ -275,11 +219,11 @@ def restore_subtrees(step_dir: str, item: dict[str, PyTree]) -> dict[str, PyTree
 
   Used by `--init_from`: the model comes from another run, the optimizer starts fresh.
   """
-  saved = _state_metadata(step_dir)
+  saved = state_metadata(step_dir)
   for field, wanted in item.items():
     if field not in saved:
       raise CheckpointError(f"{step_dir}: the checkpoint has no {field!r}")
-    _check_tree(step_dir, saved[field], wanted, field)
+    check_tree(step_dir, saved[field], wanted, field)
   try:
     return ocp.PyTreeCheckpointer().restore(
         os.path.join(step_dir, STATE),
@@ -287,14 +231,6 @@ def restore_subtrees(step_dir: str, item: dict[str, PyTree]) -> dict[str, PyTree
             item=item, partial_restore=True,
             restore_args=ocp.checkpoint_utils.construct_restore_args(item)))
   except Exception as e:
-    raise CheckpointError(f"{step_dir}: could not restore {sorted(item)} ({_one_line(e)})") from e
+    raise CheckpointError(f"{step_dir}: could not restore {sorted(item)} ({one_line(e)})") from e
 
 
-def param_fingerprint(params: PyTree) -> str:
-  """SHA-256 over every parameter's path, dtype, shape and bytes (order-independent of devices)."""
-  h = hashlib.sha256()
-  for path, value in sorted(tree_paths(params).items()):
-    a = np.ascontiguousarray(np.asarray(jax.device_get(value)))
-    h.update(f"{path}|{a.dtype.str}|{a.shape}|".encode())
-    h.update(a.tobytes())
-  return h.hexdigest()

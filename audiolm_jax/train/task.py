@@ -23,7 +23,10 @@ owns only what is specific to one model. Writing a new task is one file:
         ...
         return LossOutput(loss=mean_nll, weight=n_valid_tokens, metrics={"accuracy": acc})
 
-and a line in `TASK_MODULES` below (or `config.task = "package.module:ClassName"`).
+registered where it is defined: the trainer keeps no list of models. The package's tasks
+register when `audiolm_jax.tasks` is imported (the `train` and `inspect` commands do); a fork's
+task registers when its module is imported, or is named as `config.task =
+"package.module:ClassName"`.
 
 The contract, method by method (B = this process's batch rows, `config.batch_size` is global):
 
@@ -59,6 +62,11 @@ The contract, method by method (B = this process's batch rows, `config.batch_siz
   audio per example, for the "tokens/s" style throughput metric.
 * `flops_per_example()` (optional): model FLOPs of forward + backward for one example, for
   model FLOPs utilisation; if None, the trainer uses XLA's count of the compiled step.
+* `phase_starts()` and `set_phase(i)` (optional): a task whose step changes shape during a run
+  (the codec: reconstruction only during the discriminator warm-up, then adversarial) names
+  the steps where each phase starts; the trainer compiles one train step per phase, calling
+  `set_phase(i)` before tracing it, and switches at the boundary. `loss` and `update_extra`
+  may then read the phase as a Python value (no `lax.cond`, no dead work).
 """
 
 from __future__ import annotations
@@ -156,16 +164,14 @@ class Task(abc.ABC):
     """Model FLOPs (forward + backward) per example, or None to use XLA's count."""
     return None
 
+  def phase_starts(self) -> tuple[int, ...]:
+    """The steps at which each phase of the compiled step starts (one phase by default)."""
+    return (0,)
 
-# config.task name -> module that registers it on import. Add a line for a new task.
-TASK_MODULES: dict[str, str] = {
-    "toy_lm": "audiolm_jax.train.toy_lm",
-    "codec": "audiolm_jax.codec.task",
-    "w2v_bert": "audiolm_jax.semantic.task",
-    "semantic_lm": "audiolm_jax.lm.tasks",
-    "coarse_lm": "audiolm_jax.lm.tasks",
-    "fine_lm": "audiolm_jax.lm.tasks",
-}
+  def set_phase(self, phase: int) -> None:
+    """Selects the phase traced next (see `phase_starts`)."""
+    del phase
+
 
 _REGISTRY: dict[str, type[Task]] = {}
 
@@ -194,12 +200,11 @@ def get_task_class(name: str) -> type[Task]:
     if not (isinstance(cls, type) and issubclass(cls, Task)):
       raise ConfigError(f"task {name!r} is not a Task subclass")
     return cls
-  if name not in _REGISTRY and name in TASK_MODULES:
-    importlib.import_module(TASK_MODULES[name])
   if name not in _REGISTRY:
-    known = sorted(set(_REGISTRY) | set(TASK_MODULES))
-    raise ConfigError(f"unknown task {name!r}; known: {', '.join(known)} "
-                      "(or give package.module:ClassName)")
+    raise ConfigError(f"unknown task {name!r}; registered: "
+                      f"{', '.join(sorted(_REGISTRY)) or 'none'} (the package's tasks register "
+                      "on `import audiolm_jax.tasks`; a task of your own when its module is "
+                      "imported, or name it as package.module:ClassName)")
   return _REGISTRY[name]
 
 

@@ -29,6 +29,7 @@ import jax
 import ml_collections
 from jax.experimental import multihost_utils
 
+from audiolm_jax import checkpoint_files
 from audiolm_jax import config as config_lib
 from audiolm_jax.errors import AudioLMError, ConfigError
 from audiolm_jax.train import checkpoint as ckpt_lib
@@ -127,16 +128,6 @@ class StopSignal:
     return self.received is not None
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
 class Trainer:
   """Sets up one run; `run()` trains it. Use `train()` unless you need the pieces."""
 
@@ -179,7 +170,7 @@ class Trainer:
     state, _, _ = state_lib.sharded_init(self.init_fn, self.config.seed, self.mesh)
     # 2. --init_from: the model of another run, a fresh optimizer and data order.
     if init_from:
-      step_dir = ckpt_lib.find_step_dir(init_from)
+      step_dir = checkpoint_files.find_step_dir(init_from)
       saved = ckpt_lib.saved_fields(step_dir)
       fields = tuple(f for f in ("params", "extra", "ema_params")
                      if jax.tree.leaves(getattr(state, f)) and (f in saved or f == "params"))
@@ -198,7 +189,7 @@ class Trainer:
   def _log_config_changes(self, saved: dict | None) -> None:
     if not saved:
       return
-    old, new = _flatten(saved), _flatten(self.config_dict)
+    old, new = config_lib.flatten(saved), config_lib.flatten(self.config_dict)
     changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if changed:
       self._info("config differs from the checkpoint's in: %s",
@@ -206,8 +197,15 @@ class Trainer:
 
   # ------------------------------------------------------------------------------ compiled steps
 
-  def compile_steps(self):
-    """AOT-compiled `(train_step, eval_step)` with explicit shardings; state donated."""
+  def phase_of(self, step: int) -> int:
+    """The task phase the step after `step` belongs to (`Task.phase_starts`)."""
+    starts = tuple(self.task.phase_starts())
+    return max(i for i, start in enumerate(starts) if start <= step)
+
+  def compile_steps(self, phase: int = 0):
+    """AOT-compiled `(train_step, eval_step)` of a task phase with explicit shardings; state
+    donated."""
+    self.task.set_phase(phase)
     batch_spec = self.task.batch_spec(self.config.batch_size)
     batch_sharding = sharding.batch_sharding(self.mesh)
     abstract_batch = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=batch_sharding)
@@ -285,7 +283,8 @@ class Trainer:
       self._info("step %d >= total_steps %d: nothing to train", step, cfg.total_steps)
       return result
 
-    train_step, eval_step = self.compile_steps()
+    phase = self.phase_of(step)
+    train_step, eval_step = self.compile_steps(phase)
     flops, flops_source = self.flops_per_step(train_step)
     peak, peak_source = metrics_lib.peak_flops_per_device(cfg.peak_flops_per_device)
     self._info("mesh %s over %d devices, %d process(es); %s FLOPs/step (%s); peak %.3g "
@@ -314,6 +313,13 @@ class Trainer:
           if profile and step == profile[0] and self.is_chief:
             jax.profiler.start_trace(os.path.join(self.workdir, "tb"))
             profiling = True
+          if self.phase_of(step) != phase:  # The task's step changes here: compile the next.
+            finish_pending()
+            phase = self.phase_of(step)
+            self._info("step %d: task phase %d starts; compiling its step", step, phase)
+            train_step, _ = self.compile_steps(phase)
+            throughput.flops_per_step, _ = self.flops_per_step(train_step)
+            throughput.restart()
           batch = sharding.shard_batch(next(iterator), self.mesh)
           state, device_metrics = train_step(state, batch)
           step += 1

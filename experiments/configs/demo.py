@@ -38,7 +38,7 @@ def get_config(arg=None):
     c.corpus_size = "tiny"
     c.preset = "tiny"
     c.update(codec_steps=4, w2v_bert_steps=4, kmeans_steps=5, semantic_lm_steps=4,
-             coarse_lm_steps=4, fine_lm_steps=4, stage_batch_size=8, num_prompts=1,
+             coarse_lm_steps=4, fine_lm_steps=4, stage_batch_size=8, num_prompts=2,
              prompt_seconds=1.0, total_seconds=2.0)
   elif arg == "paper":
     c.preset = "paper"

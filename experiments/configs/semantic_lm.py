@@ -50,6 +50,10 @@ def get_config(arg=None):
   c.data.tokens_dir = None  # Token cache (data/tokens.py), required: --config.data.tokens_dir=DIR
   c.data.num_threads = 2  # Grain reader threads.
   c.data.prefetch = 8  # Grain prefetch buffer, in batches.
+  # Raw frames per deduplicated token, L. 0: read from the token cache's train split when
+  # training starts, and saved with the run: generation lays generated tokens out in time and
+  # sizes its windows by it (lm/generate.py).
+  c.data.frames_per_token = 0.0
   c.total_steps = 1_000_000  # Optimizer steps (the paper gives none; a long run).
   c.batch_size = 256  # Global batch, in sequences.
   c.compute_dtype = "bfloat16"  # Activations in bfloat16, float32 parameters.

@@ -61,7 +61,7 @@ def get_config(arg=None):
   c.loss.gumbel_end = 0.5  # Its floor.
   c.loss.gumbel_decay = 0.999995  # Its per-step decay factor.
 
-  # The semantic tokenizer fit after pre-training (semantic.tokenizer.fit_semantic_tokenizer).
+  # The semantic tokenizer fit after pre-training (semantic.fitting.fit_semantic_tokenizer).
   c.tokenizer = ml_collections.ConfigDict()
   c.tokenizer.features = "w2v_bert"  # "w2v_bert" (layer features) or "mfcc" (GSLM baseline).
   c.tokenizer.layer = 7  # MLM-module block whose output is clustered (1-based; 0 = its input).

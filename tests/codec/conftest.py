@@ -17,7 +17,8 @@ from audiolm_jax.config import load_config
 
 def _numpy_init(init_fn, *args, seed=0):
   """Variables shaped like `init_fn(*args)`: LeCun-normal kernels, zero biases and EMA stats,
-  standard-normal codebooks, `initialized` False."""
+  standard-normal codebooks, `initialized` False; as the modules' own initialisers, Snake
+  frequencies start at 1 and weight-norm scales at the norm of their kernel."""
   abstract = nn.unbox(jax.eval_shape(init_fn, *args))
   rng = np.random.default_rng(seed)
 
@@ -28,9 +29,21 @@ def _numpy_init(init_fn, *args, seed=0):
           leaf.dtype)
     if name == "codebook":
       return rng.normal(size=leaf.shape).astype(leaf.dtype)
+    if name == "alpha":
+      return np.ones(leaf.shape, leaf.dtype)
     return np.zeros(leaf.shape, leaf.dtype)      # biases, EMA statistics, `initialized`
 
-  return jax.tree_util.tree_map_with_path(fill, abstract)
+  filled = jax.tree_util.tree_map_with_path(fill, abstract)
+
+  def weight_norm_scales(tree):
+    if isinstance(tree, dict):
+      if "scale" in tree and "kernel" in tree:
+        norm = np.sqrt(np.sum(np.square(tree["kernel"]), axis=(0, 1)))
+        tree = {**tree, "scale": norm.astype(tree["scale"].dtype)}
+      return {k: weight_norm_scales(v) for k, v in tree.items()}
+    return tree
+
+  return weight_norm_scales(filled)
 
 
 @pytest.fixture(scope="session")

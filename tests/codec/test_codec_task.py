@@ -1,5 +1,6 @@
-"""The `codec` task in the shared trainer (tiny preset, tiny corpus), loading a trained codec,
-the acoustic tokenize path's frame rule, and the weighting of invalid rows."""
+"""The `codec` task in the shared trainer (tiny preset, tiny corpus), loading a trained codec
+(`pretrained.load_codec`), the acoustic tokenize path's frame rule, and the weighting of
+invalid rows."""
 
 import os
 import shutil
@@ -8,12 +9,13 @@ import jax
 import numpy as np
 import pytest
 
-from audiolm_jax.codec import task as codec_task
+import audiolm_jax.tasks  # noqa: F401  (registers the codec task)
+from audiolm_jax import pretrained, tokenize
 from audiolm_jax.config import load_config
 from audiolm_jax.data import corpora
 from audiolm_jax.data.audio import from_int16
 from audiolm_jax.errors import CheckpointError
-from audiolm_jax.semantic.tokenizer import num_frames
+from audiolm_jax.frames import num_frames
 from audiolm_jax.train import checkpoint as ckpt_lib
 from audiolm_jax.train.metrics import read_jsonl
 from audiolm_jax.train.task import build_task
@@ -51,22 +53,30 @@ def test_trainer_trains_codec_with_warmup_then_discriminators(run):
   assert result.step == STEPS and result.origin == "fresh"
   records = read_jsonl(workdir)
   assert [r["step"] for r in records] == [1, 2, 3]
-  for r in records:
-    for key in ("loss", "loss/reconstruction", "loss/commitment", "loss/discriminator",
-                "grad_norm", "codebook/perplexity_q0", "codebook/dead_fraction_q3"):
+  on = [r["step"] > WARMUP for r in records]
+  w = load_config("codec:tiny").loss  # The logged terms are unweighted.
+  for r, adversarial in zip(records, on):
+    for key in ("loss", "loss/reconstruction", "loss/waveform", "loss/commitment", "grad_norm",
+                "codebook/perplexity_q0", "codebook/dead_fraction_q3"):
       assert np.isfinite(r[key]), (r["step"], key)
     assert r["nonfinite"] == 0.0 and r["audio_seconds_per_s"] > 0
     assert 1.0 <= r["codebook/perplexity_q0"] <= 32.0          # K = 32 codes per level
-  on = [r["step"] > WARMUP for r in records]
-  assert [r["discriminator/active"] for r in records] == [float(x) for x in on]
-  for r, adversarial in zip(records, on):  # The GAN terms join the loss after the warm-up.
-    gan = r["loss/adversarial"] + 100.0 * r["loss/feature_matching"]  # w_adv = 1, w_feat = 100
-    assert gan > 0
-    expected = (r["loss/reconstruction"] + r["loss/waveform"] + r["loss/commitment"]
-                + (gan if adversarial else 0.0))                    # w_rec = w_wave = 1
+    assert r["discriminator/active"] == float(adversarial)
+    expected = (w["reconstruction_weight"] * r["loss/reconstruction"]
+                + w["waveform_weight"] * r["loss/waveform"]
+                + w["commitment_weight"] * r["loss/commitment"])
+    if adversarial:  # The GAN terms join the loss after the warm-up.
+      gan = (w["adversarial_weight"] * r["loss/adversarial"]
+             + w["feature_weight"] * r["loss/feature_matching"])
+      assert gan > 0 and np.isfinite(r["loss/discriminator"])
+      expected += gan
+      terms = ("reconstruction", "waveform", "adversarial", "feature_matching")
+    else:  # The warm-up's compiled step has no discriminator work at all.
+      assert "loss/adversarial" not in r and "loss/discriminator" not in r
+      terms = ("reconstruction", "waveform")
     np.testing.assert_allclose(r["loss"], expected, rtol=1e-5)
-    for term in ("reconstruction", "waveform", "adversarial", "feature_matching"):
-      assert r[f"grad_at_output/{term}"] > 0, term  # the balance, even during the warm-up
+    for term in terms:
+      assert r[f"grad_at_output/{term}"] > 0, term
   evals = read_jsonl(workdir, "eval")
   assert len(evals) == 1 and np.isfinite(evals[0]["loss"]) and evals[0]["loss/adversarial"] > 0
   for key in ("quality/si_snr", "quality/si_snr_q1", "quality/mel_distance",
@@ -88,24 +98,24 @@ def test_trainer_trains_codec_with_warmup_then_discriminators(run):
 
 def test_load_codec_reads_the_latest_generator_and_codebooks(run):
   workdir, _ = run
-  codec = codec_task.load_codec(workdir)
+  codec = pretrained.load_codec(workdir)
   latest = saved(workdir, STEPS)
   assert not differs(codec.variables["params"], latest["params"])
   assert not differs(codec.variables["vq_stats"], latest["extra"]["vq_stats"])
   assert codec.num_quantizers == 4 and codec.frame_rate == 50.0
   # Any step directory works too, and gives that step.
-  older = codec_task.load_codec(os.path.join(workdir, "checkpoints", str(WARMUP)))
+  older = pretrained.load_codec(os.path.join(workdir, "checkpoints", str(WARMUP)))
   assert differs(older.variables["params"], codec.variables["params"])
 
 
 def test_tokenize_for_lm_gives_two_frames_per_semantic_frame(run, tiny_data_dir):
-  codec = codec_task.load_codec(run[0])
+  codec = pretrained.load_codec(run[0])
   wav = from_int16(np.asarray(corpora.data_source(
       "synthetic_speech", "test", tiny_data_dir, "tiny")[0]["audio"]))
   # S mod 640 in (0, 320] is where the unpadded clip would have one frame too few.
   for samples in (6400, 6400 + 320):
     clip = wav[None, :samples]
-    codes = np.asarray(codec_task.tokenize_for_lm(codec, clip))
+    codes = np.asarray(tokenize.tokenize_for_lm(codec, clip))
     assert codes.shape == (1, 2 * num_frames(samples), 4) and codes.dtype == np.int32
     direct = np.asarray(codec.encode(clip))  # [1, ceil(S / 320), Q]: the same leading frames
     np.testing.assert_array_equal(codes[:, :direct.shape[1]], direct)
@@ -114,7 +124,7 @@ def test_tokenize_for_lm_gives_two_frames_per_semantic_frame(run, tiny_data_dir)
 def test_load_codec_reports_bad_workdirs(run, tmp_path):
   workdir, _ = run
   with pytest.raises(CheckpointError, match="no checkpoint found"):
-    codec_task.load_codec(str(tmp_path / "missing"))
+    pretrained.load_codec(str(tmp_path / "missing"))
 
   other_task = str(tmp_path / "other" / "3")
   shutil.copytree(os.path.join(workdir, "checkpoints", "3"), other_task)
@@ -122,16 +132,16 @@ def test_load_codec_reports_bad_workdirs(run, tmp_path):
   with open(config_file) as f:
     text = f.read()
   with open(config_file, "w") as f:
-    f.write(text.replace('"task": "codec"', '"task": "toy_lm"'))
+    f.write(text.replace('"task": "codec"', '"task": "w2v_bert"'))
   with pytest.raises(CheckpointError, match="not a codec"):
-    codec_task.load_codec(other_task)
+    pretrained.load_codec(other_task)
 
   resized = str(tmp_path / "resized" / "3")
   shutil.copytree(os.path.join(workdir, "checkpoints", "3"), resized)
   with open(os.path.join(resized, "config", "metadata"), "w") as f:
     f.write(text.replace('"dim": 16', '"dim": 8'))
-  with pytest.raises(CheckpointError, match="do not fit"):
-    codec_task.load_codec(resized)
+  with pytest.raises(CheckpointError, match="does not match the model config"):
+    pretrained.load_codec(resized)
 
   corrupt = str(tmp_path / "corrupt" / "3")
   shutil.copytree(os.path.join(workdir, "checkpoints", "3"), corrupt)
@@ -141,7 +151,7 @@ def test_load_codec_reports_bad_workdirs(run, tmp_path):
         with open(os.path.join(dirpath, name), "wb") as f:
           f.write(b"garbage")
   with pytest.raises(CheckpointError):
-    codec_task.load_codec(corrupt)
+    pretrained.load_codec(corrupt)
 
 
 def test_invalid_rows_get_no_weight(run, tiny_data_dir):
@@ -164,3 +174,22 @@ def test_invalid_rows_get_no_weight(run, tiny_data_dir):
     assert np.isfinite(float(one.metrics[key])) and float(one.metrics[key]) > 0
     np.testing.assert_allclose(one.metrics[key], two.metrics[key], rtol=1e-5, err_msg=key)
   assert np.isfinite(float(one.loss))
+
+
+def test_a_run_stopped_in_the_warmup_resumes_into_the_adversarial_phase(tmp_path, tiny_data_dir):
+  """A run that ends inside the warm-up never compiles the discriminators; the same workdir
+  with more steps continues from its checkpoint into the adversarial phase."""
+  workdir = str(tmp_path / "two_phase")
+  first = train(tiny_config(tiny_data_dir, total_steps=2, disc_warmup_steps=2,
+                            checkpoint_every=2, eval_every=0), workdir)
+  assert first.step == 2
+  records = read_jsonl(workdir)
+  assert all("loss/adversarial" not in r and r["discriminator/active"] == 0.0 for r in records)
+  assert all("grad_at_output/adversarial" not in r for r in records)
+  fresh = saved(workdir, 2)
+  second = train(tiny_config(tiny_data_dir, total_steps=3, disc_warmup_steps=2,
+                             checkpoint_every=2, eval_every=0), workdir)
+  assert second.origin == "checkpoint" and second.step == 3
+  last = read_jsonl(workdir)[-1]
+  assert last["step"] == 3 and last["discriminator/active"] == 1.0 and last["loss/adversarial"] > 0
+  assert differs(fresh["extra"]["discriminator"], saved(workdir, 3)["extra"]["discriminator"])

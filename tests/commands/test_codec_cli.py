@@ -17,11 +17,11 @@ import pytest
 
 from audiolm_jax import cli
 from audiolm_jax import config as config_lib
-from audiolm_jax.codec import task as codec_task
-from audiolm_jax.codec.soundstream import CodecConfig
+import audiolm_jax.tasks  # noqa: F401  (registers the codec task)
+from audiolm_jax import formats, pretrained, tokenize
 from audiolm_jax.data import corpora
 from audiolm_jax.data.audio import from_int16, load_audio, write_wav
-from audiolm_jax.semantic.tokenizer import num_frames
+from audiolm_jax.frames import num_frames
 from audiolm_jax.train import checkpoint as ckpt_lib
 from audiolm_jax.train import optim
 from audiolm_jax.train import state as state_lib
@@ -87,7 +87,7 @@ def test_tokenize_acoustic_then_decode(codec_dir, wav_files, tmp_path, capsys):
   codes_file = str(tmp_path / "codes.npz")
   assert cli.main(["tokenize", "acoustic", "--codec", codec_dir, *paths, "--out", codes_file]) == 0
   out = read_npz(codes_file)
-  codec = codec_task.load_codec(codec_dir)
+  codec = pretrained.load_codec(codec_dir)
   frames = [2 * num_frames(len(w)) for w in wavs]
   assert list(out["paths"]) == paths and list(out["num_samples"]) == [len(w) for w in wavs]
   np.testing.assert_array_equal(out["num_frames"], frames)
@@ -95,9 +95,9 @@ def test_tokenize_acoustic_then_decode(codec_dir, wav_files, tmp_path, capsys):
   assert (int(out["codebook_size"]), int(out["sample_rate"]), float(out["frame_rate"])) == (
       32, 16000, 50.0)
   for row, (wav, n) in enumerate(zip(wavs, frames)):  # Batched equals alone, padding is -1.
-    alone = np.asarray(codec_task.tokenize_for_lm(codec, wav[None]))[0]
+    alone = np.asarray(tokenize.tokenize_for_lm(codec, wav[None]))[0]
     np.testing.assert_array_equal(out["codes"][row, :n], alone)
-    assert np.all(out["codes"][row, n:] == codec_task.PAD_CODE)
+    assert np.all(out["codes"][row, n:] == formats.PAD_CODE)
   assert "1000 bps" in capsys.readouterr().out  # 4 levels x 5 bits x 50 Hz
 
   assert cli.main(["generate", "decode", "--codec", codec_dir, codes_file,
@@ -133,7 +133,7 @@ def test_bad_input_is_one_line_and_exit_1(codec_dir, wav_files, tmp_path, capsys
   assert cli.main(["tokenize", "acoustic", "--codec", codec_dir, paths[0],
                    "--out", codes_file]) == 0
   other_codec = str(tmp_path / "other.npz")
-  codes = codec_task.AcousticCodes.load(codes_file)
+  codes = formats.AcousticCodes.load(codes_file)
   codes.codebook_size = 16
   codes.codes = [c % 16 for c in codes.codes]
   codes.save(other_codec)
@@ -168,37 +168,33 @@ def bitrate_experiment():
   return load_experiment("codec_bitrate")
 
 
-def test_levels_for_bitrate_matches_the_paper_codec(bitrate_experiment):
-  paper = CodecConfig.from_dict(config_lib.load_config("codec:paper").model)
-  levels = [bitrate_experiment.levels_for_bitrate(paper, 1000 * k)
-            for k in (0.1, 1.5, 1.75, 1.76, 3, 6, 9)]                   # 500 bps per level
-  assert levels == [(1, True), (3, False), (3, False), (4, False), (6, False), (12, False),
-                    (12, True)]
-
-
 def test_codec_bitrate_experiment(bitrate_experiment, codec_dir, tiny_data_dir, tmp_path):
   out_dir = str(tmp_path / "results")
-  # The tiny codec has 250 bps per level and 4 levels: 1 kbps is all 4, so is 1.5 (clamped);
-  # both targets share one decoding.
-  assert bitrate_experiment.main(["--codec", codec_dir, "--data_dir", tiny_data_dir,
-                                  "--config_name", "tiny", "--max_utterances", "2",
-                                  "--kbps", "1,1.5", "--levels", "1", "--out_dir", out_dir]) == 0
+  assert bitrate_experiment.main([
+      "--codec", codec_dir, "--data_dir", tiny_data_dir, "--max_utterances", "2",
+      "--test_set", "tiny_test=synthetic_speech/tiny:test",
+      "--test_set", "tiny_validation=synthetic_speech/tiny:validation", "--levels", "1,4",
+      "--examples", "1", "--out_dir", out_dir]) == 0
   with open(os.path.join(out_dir, "codec_bitrate.json")) as f:
     report = json.load(f)
-  assert report["data"]["utterances"] == 2 and report["codec"]["bps_per_level"] == 250.0
-  assert [(t["n_q"], t["bps"], t["clamped"]) for t in report["targets"]] == [
-      (4, 1000.0, False), (4, 1000.0, True)]
-  assert [r["n_q"] for r in report["results"]] == [1, 4]   # --levels 1 and the targets' 4
-  usage = report["codebook_usage"]
-  assert [u["level"] for u in usage] == [0, 1, 2, 3]
-  assert all(0.0 <= u["dead_fraction"] < 1.0 and 1.0 <= u["perplexity"] <= 32 for u in usage)
-  for row in report["results"]:
-    assert 0.0 <= row["wer"] and -0.5 <= row["pesq"] <= 4.7 and 0.0 <= row["mel_distance"]
-    assert row["stoi"] <= 1.0 and math.isfinite(row["si_snr"])
-  original = report["original"]
-  assert original["mel_distance"] == 0.0 and original["stoi"] > 0.99 and original["pesq"] > 4.5
-  assert original["si_snr"] is None and 0.0 <= original["wer"]
+  assert report["codec"]["bps_per_level"] == 250.0
+  assert set(report["test_sets"]) == {"tiny_test", "tiny_validation"}
+  for result in report["test_sets"].values():
+    assert result["utterances"] == 2
+    assert [r["n_q"] for r in result["rows"]] == [1, 4]
+    assert [r["kbps"] for r in result["rows"]] == [0.25, 1.0]
+    for row in result["rows"]:
+      assert row["n"] == 2 and -0.5 <= row["pesq"] <= 4.7 and 0.0 <= row["mel_distance"]
+      assert row["stoi"] <= 1.0 and math.isfinite(row["si_snr"])
+      lo, hi = row["pesq_ci"]
+      assert lo <= row["pesq"] <= hi
+    usage = result["codebook_usage"]
+    assert [u["level"] for u in usage] == [1, 2, 3, 4]
+    assert all(0.0 <= u["dead_fraction"] < 1.0 and 1.0 <= u["perplexity"] <= 32 for u in usage)
+  examples = sorted(os.listdir(os.path.join(out_dir, "codec_examples")))
+  assert "tiny_test_0_original.wav" in examples and "tiny_test_0_q4.wav" in examples
   with open(os.path.join(out_dir, "codec_bitrate.png"), "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
-  assert bitrate_experiment.main(["--codec", codec_dir, "--kbps", "fast"]) == 1
+  assert bitrate_experiment.main(["--codec", codec_dir, "--levels", "x"]) == 1
   assert bitrate_experiment.main(["--codec", codec_dir, "--levels", "5"]) == 1   # Q is 4
+  assert bitrate_experiment.main(["--codec", codec_dir, "--test_set", "nonsense"]) == 1

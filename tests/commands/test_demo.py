@@ -30,12 +30,21 @@ def demo_run(tiny_data_dir, tmp_path_factory):
   return run_dir
 
 
-def test_demo_writes_the_report_and_keeps_prompts(demo_run):
+def test_demo_writes_the_report_with_measured_figures(demo_run):
   metrics = json.load(open(os.path.join(demo_run, "metrics.json")))
-  assert metrics["generation"]["prompt_tokens_kept_as_prefix"] is True
+  generation = metrics["generation"]
+  # The prompt part of each generated clip is the codec's decoding of the prompt's codes.
+  assert generation["prompt_audio_reproduced"] is True and generation["prompts"] == 2
+  assert generation["prompt_audio_max_error"] < 1e-3
+  for key in ("speaker_similarity_to_prompt", "speaker_similarity_to_other_prompts"):
+    assert len(generation[key]) == 2 and all(-1 <= x <= 1 for x in generation[key]), key
+  quality = metrics["codec_quality"]
+  assert quality["utterances"] == 2 and -0.5 <= quality["pesq"] <= 4.7
+  assert 0 <= quality["stoi"] <= 1
   for part in ("codec", "w2v_bert", "semantic_lm", "coarse_lm", "fine_lm"):
     assert metrics[part]["last_train"]["step"] == 4, part
   html = open(os.path.join(demo_run, "report.html")).read()
+  assert "speaker similarity to its prompt" in html and "PESQ" in html
   for name in ("prompt0_prompt.wav", "prompt0_continuation.wav", "prompt0_original.wav",
                "prompt0.png"):
     assert name in html and os.path.exists(os.path.join(demo_run, name))

@@ -11,8 +11,9 @@ import pytest
 from audiolm_jax import cli
 from audiolm_jax.data import corpora
 from audiolm_jax.data.audio import from_int16, write_wav
-from audiolm_jax.semantic import task as semantic_task
-from audiolm_jax.semantic.tokenizer import PAD_ID, num_frames
+from audiolm_jax import pretrained
+from audiolm_jax.frames import num_frames
+from audiolm_jax.semantic.tokenizer import PAD_ID
 
 from experiment_helpers import load_experiment
 
@@ -76,14 +77,14 @@ def check_ids(ids_file, paths, wavs, tokenizer):
 
 
 def test_mfcc_baseline_needs_no_w2v_bert(main, mfcc_tokenizer, wav_files, tmp_path):
-  with open(os.path.join(mfcc_tokenizer, semantic_task.FIT_INFO_FILE)) as f:
+  with open(os.path.join(mfcc_tokenizer, pretrained.FIT_INFO_FILE)) as f:
     info = json.load(f)
   assert info["features"] == "mfcc" and info["w2v_bert"] is None and info["layer"] is None
   paths, wavs = wav_files
   ids_file = str(tmp_path / "ids.npz")
   assert main(["tokenize", "semantic", "--tokenizer", mfcc_tokenizer, *paths,
                "--out", ids_file]) == 0
-  check_ids(ids_file, paths, wavs, semantic_task.load_semantic_tokenizer(mfcc_tokenizer))
+  check_ids(ids_file, paths, wavs, pretrained.load_semantic_tokenizer(mfcc_tokenizer))
 
 
 def test_bad_input_is_one_line_and_exit_1(main, mfcc_tokenizer, tmp_path, capsys):

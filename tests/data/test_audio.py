@@ -1,8 +1,5 @@
 """Audio I/O and the checks at the door: every kind of bad file gets its exact reason."""
 
-import os
-import subprocess
-
 import numpy as np
 import pytest
 import soundfile as sf

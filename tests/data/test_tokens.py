@@ -38,35 +38,17 @@ def test_bad_entries_and_missing_cache(tmp_path):
     tokens.token_sources(str(tmp_path / "nothing"))
 
 
-class _FakeCodec:
-  """50 Hz codes whose first level is the frame's mean |sample| bucket (so content shows)."""
+def test_cache_info_records_ratio_and_frames_per_token(tmp_path):
+  cache = str(tmp_path / "cache")
+  runs = [{"semantic": np.array([1, 1, 2, 3, 3, 3]), "acoustic": np.zeros((6, 2), int)},
+          {"semantic": np.array([4, 5]), "acoustic": np.zeros((2, 2), int)}]
+  info = tokens.CacheInfo(frame_ratio=1, semantic_vocab_size=8, acoustic_vocab_size=4,
+                          num_quantizers=2, samples_per_frame=320)
+  tokens.write_token_cache(cache, {"train": runs}, info)
+  read = tokens.read_cache_info(cache)
+  assert read.frame_ratio == 1 and read.samples_per_frame == 320 and read.num_quantizers == 2
+  assert read.frames_per_token == {"train": pytest.approx(8 / 5)}  # 8 frames, 5 runs
+  with pytest.raises(DataError, match="1:1"):  # The cache's own ratio is checked.
+    tokens.write_token_cache(cache, {"train": [{"semantic": np.zeros(3, int),
+                                                "acoustic": np.zeros((6, 2), int)}]}, info)
 
-  def encode(self, wav):
-    frames = wav.shape[1] // 320
-    x = np.abs(wav[:, :frames * 320]).reshape(wav.shape[0], frames, 320).mean(-1)
-    return np.stack([np.minimum((x * 50).astype(np.int32), 15)] * 3, -1)
-
-
-class _FakeTokenizer:
-  def tokenize(self, wav):
-    frames = -(-wav.shape[1] // 640)
-    return np.arange(frames)[None].repeat(wav.shape[0], 0) % 7
-
-
-def test_tokenize_corpus_keeps_2_to_1_frames_and_metadata(tmp_path, tiny_data_dir):
-  from audiolm_jax.data import corpora
-  from audiolm_jax.semantic.tokenizer import num_frames
-  summary = tokens.tokenize_corpus(str(tmp_path / "cache"), corpus="synthetic_speech",
-                                   splits=("train", "validation"), codec=_FakeCodec(),
-                                   semantic_tokenizer=_FakeTokenizer(), data_dir=tiny_data_dir,
-                                   config_name="tiny", batch_size=4, progress=False)
-  audio = corpora.data_source("synthetic_speech", "validation", tiny_data_dir, "tiny")
-  assert summary["splits"]["validation"] == len(audio) and summary["skipped"] == 0
-  cache = tokens.token_source(str(tmp_path / "cache"), "validation")
-  lengths = sorted(num_frames(len(audio[i]["audio"])) for i in range(len(audio)))
-  got = sorted(len(cache[i]["semantic"]) for i in range(len(cache)))
-  assert got == lengths
-  for i in range(len(cache)):
-    ex = cache[i]
-    assert ex["acoustic"].shape == (2 * len(ex["semantic"]), 3)
-    assert ex["transcript"] and int(ex["speaker_id"]) >= 0

@@ -5,6 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
+from audiolm_jax.errors import DataError
 from audiolm_jax.eval import token_metrics as tm
 
 
@@ -40,7 +41,7 @@ def test_dedup_and_normalisation():
   assert tm.normalized_edit_distance([1, 2, 3, 4], [1, 9, 9, 3, 4]) == pytest.approx(1 / 4)
   assert tm.normalized_edit_distance([1, 2], [3, 4, 5]) == 1.0
   assert tm.normalized_edit_distance([], []) == 0.0
-  with pytest.raises(ValueError):
+  with pytest.raises(DataError):
     tm.dedup(np.zeros((2, 2)))
 
 

@@ -4,8 +4,9 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from audiolm_jax import pretrained
 from audiolm_jax.config import config_variants, load_config
-from audiolm_jax.lm import stages
+
 from audiolm_jax.lm.transformer import Transformer
 from audiolm_jax.train.defaults import check_config
 
@@ -17,8 +18,8 @@ def test_every_preset_loads_and_builds(task):
     config = load_config(f"{task}:{variant}")
     check_config(config)
     assert config.task == task
-    stage = stages.stage_from_config(config)
-    model_config = stages.transformer_config(config)
+    stage = pretrained.stage_from_config(config)
+    model_config = pretrained.transformer_config(config)
     assert model_config.vocab_size == stage.vocab_size
     assert model_config.dtype == config.compute_dtype
     # The model traces on a full training sequence (shapes only: nothing is allocated).
@@ -30,12 +31,12 @@ def test_every_preset_loads_and_builds(task):
 
 def test_cpu_preset_is_the_reference_size():
   config = load_config("coarse_lm:cpu")
-  model = stages.transformer_config(config)
+  model = pretrained.transformer_config(config)
   assert (model.d_model, model.num_layers, model.num_heads, model.head_dim, model.mlp_dim) == (
       256, 4, 4, 64, 1024)
 
 
 def test_overrides_reach_the_layout_and_model():
   config = load_config("fine_lm:tiny", [("stage.num_quantizers", "6"), ("model.num_layers", "3")])
-  stage = stages.stage_from_config(config)
-  assert stage.num_fine == 4 and stages.transformer_config(config).num_layers == 3
+  stage = pretrained.stage_from_config(config)
+  assert stage.num_fine == 4 and pretrained.transformer_config(config).num_layers == 3

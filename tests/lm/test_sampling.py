@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from audiolm_jax import pretrained
 from audiolm_jax.config import load_config
-from audiolm_jax.lm import stages
+
 from audiolm_jax.lm.sampling import filter_logits, sample
 from audiolm_jax.lm.transformer import CachedLogits, FullPassLogits, Transformer
 
@@ -122,7 +123,7 @@ def test_transformer_sampling_with_and_without_cache(random_params):
   """A tiny coarse-stage model: cached and full-pass sampling agree token for token, the
   (left-padded) prompt comes back unchanged, and every sampled id is in its level's range."""
   config = load_config("coarse_lm:tiny")
-  stage, model_config = stages.stage_from_config(config), stages.transformer_config(config)
+  stage, model_config = pretrained.stage_from_config(config), pretrained.transformer_config(config)
   model = Transformer(model_config)
   rng = np.random.default_rng(0)
   prompt = stage.make_prompt([rng.integers(0, 32, 10), rng.integers(0, 32, 3)],

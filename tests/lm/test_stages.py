@@ -4,10 +4,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from audiolm_jax import pretrained
 from audiolm_jax.config import load_config
 from audiolm_jax.errors import ConfigError, DataError
 from audiolm_jax.lm import stages
 from audiolm_jax.lm.stages import CoarseStage, FineStage, SemanticStage, Vocabulary
+from audiolm_jax.tasks import stages as tasks
 
 SEMANTIC = SemanticStage(codebook_size=8, crop_seconds=1.0)  # 25 frames
 COARSE = CoarseStage(semantic_codebook_size=8, acoustic_codebook_size=5, num_coarse=3,
@@ -155,16 +157,16 @@ def test_loss_is_zero_on_the_conditioning_part():
     example = stage.make_example(rng.integers(0, 8, 5), rng.integers(0, 5, (10, 12)))
     logits = jnp.asarray(rng.normal(size=(1, stage.sequence_length, stage.vocab_size)))
     args = (jnp.asarray(example.targets)[None], jnp.asarray(example.weights)[None])
-    loss, metrics = stages.weighted_cross_entropy(logits, *args)
+    loss, metrics = tasks.weighted_cross_entropy(logits, *args)
     # Anything at the conditioning positions (targets before the first generated token) is
     # ignored.
     p = stage.prefix_length
     scrambled = logits.at[:, :p - 1].set(rng.normal(size=(1, p - 1, stage.vocab_size)) * 100)
-    np.testing.assert_allclose(stages.weighted_cross_entropy(scrambled, *args)[0], loss,
+    np.testing.assert_allclose(tasks.weighted_cross_entropy(scrambled, *args)[0], loss,
                                rtol=1e-6)
     assert float(metrics["tokens"]) == example.weights.sum() > 0
     # A masked loss only normalises over the valid level: never larger.
-    masked, _ = stages.weighted_cross_entropy(logits, *args, jnp.asarray(
+    masked, _ = tasks.weighted_cross_entropy(logits, *args, jnp.asarray(
         stage.target_logit_mask()))
     assert float(masked) < float(loss)
 
@@ -187,15 +189,15 @@ def test_aligned_crop_keeps_the_2_to_1_alignment():
 @pytest.mark.parametrize("task", ["semantic_lm", "coarse_lm", "fine_lm"])
 def test_stage_from_config(task):
   config = load_config(f"{task}:paper")
-  stage = stages.stage_from_config(config)
+  stage = pretrained.stage_from_config(config)
   assert stage.temperature == {"semantic_lm": 0.6, "coarse_lm": 0.8, "fine_lm": 0.6}[task]
-  model = stages.transformer_config(config)
+  model = pretrained.transformer_config(config)
   assert (model.vocab_size, model.pad_id, model.max_len) == (
       stage.vocab_size, stage.pad_id, stage.sequence_length)
   with config.unlocked():
     config.stage.bogus = 1
   with pytest.raises(ConfigError, match="bogus"):
-    stages.stage_from_config(config)
+    pretrained.stage_from_config(config)
 
 
 def test_layout_errors():
@@ -238,6 +240,6 @@ def test_acoustic_only_coarse_layout():
 
 def test_acoustic_only_from_config():
   config = load_config("coarse_lm:tiny", [("stage.acoustic_only", "true")])
-  stage = stages.stage_from_config(config)
+  stage = pretrained.stage_from_config(config)
   assert stage.acoustic_only and stage.prefix_length == 1
-  assert stages.transformer_config(config).vocab_size == 2 * 32 + 4
+  assert pretrained.transformer_config(config).vocab_size == 2 * 32 + 4

@@ -11,8 +11,8 @@ import pytest
 from audiolm_jax.config import load_config
 from audiolm_jax.data.tokens import write_token_cache
 from audiolm_jax.errors import ConfigError
-from audiolm_jax.lm import tasks
-from audiolm_jax.lm.stages import weighted_cross_entropy
+from audiolm_jax.tasks import stages as tasks
+from audiolm_jax.tasks.stages import weighted_cross_entropy
 from audiolm_jax.train.task import build_task
 from audiolm_jax.train.trainer import train
 

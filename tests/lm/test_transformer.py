@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from audiolm_jax import pretrained
 from audiolm_jax.config import load_config
 from audiolm_jax.lm import stages
 from audiolm_jax.lm.transformer import (CachedLogits, FullPassLogits, Transformer,
@@ -20,7 +21,7 @@ TINY = TransformerConfig(vocab_size=24, d_model=32, num_layers=2, num_heads=2, h
 
 def _stage_setup(task):
   config = load_config(f"{task}:tiny")
-  return stages.stage_from_config(config), stages.transformer_config(config)
+  return pretrained.stage_from_config(config), pretrained.transformer_config(config)
 
 
 def _example_batch(stage, rng):
@@ -162,7 +163,7 @@ def test_init_cache_is_empty_and_sized():
 def test_paper_preset_size():
   """The paper's stage (12 layers, 16 heads, d=1024, FFN 4096): about 0.2-0.3 B parameters."""
   for task in ("semantic_lm", "coarse_lm", "fine_lm"):
-    config = stages.transformer_config(load_config(f"{task}:paper"))
+    config = pretrained.transformer_config(load_config(f"{task}:paper"))
     assert (config.num_layers, config.num_heads, config.d_model, config.mlp_dim) == (
         12, 16, 1024, 4096)
     shapes = jax.eval_shape(lambda: Transformer(config).init(jax.random.key(0),

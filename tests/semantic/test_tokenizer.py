@@ -8,28 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from audiolm_jax import frames
 from audiolm_jax.errors import BadAudioError, CheckpointError, ConfigError
-from audiolm_jax.semantic import tokenizer, w2v_bert
-
-ACOUSTIC_HOP = 320  # SoundStream samples per frame (strides 2 * 4 * 5 * 8).
-
-LENGTHS = sorted({1, 2, 319, 320, 321, 639, 640, 641, 959, 960, 961, 1279, 1280, 1281, 16000,
-                  16001, 48000 + 7} | set(range(3, 6000, 97)))
-
-
-def test_frame_rule_gives_two_acoustic_frames_per_semantic_frame():
-  for s in LENGTHS:
-    t = tokenizer.num_frames(s)
-    wav, mask = jax.eval_shape(tokenizer.pad_to_frames, jax.ShapeDtypeStruct((1, s), jnp.float32))
-    padded = wav.shape[1]
-    assert padded == mask.shape[1] == 640 * t and 0 <= padded - s < 640
-    # A causal codec on the padded clip: ceil(S' / 320) frames = exactly two per semantic frame.
-    assert -(-padded // ACOUSTIC_HOP) == 2 * t, s
-    # On the unpadded clip it would be one short whenever S mod 640 is in (0, 320].
-    assert 2 * t - -(-s // ACOUSTIC_HOP) == (1 if 0 < s % 640 <= 320 else 0), s
-  wav, mask = tokenizer.pad_to_frames(jnp.ones((1, 700)))
-  assert wav.shape == (1, 1280) and int(mask.sum()) == 700 and float(wav[0, 700:].sum()) == 0
-
+from audiolm_jax.semantic import fitting, tokenizer, w2v_bert
 
 def test_every_feature_path_honours_the_frame_rule(tiny_model_config, tiny_params):
   extractors = [w2v_bert.feature_extractor(tiny_model_config, tiny_params, mlm_layer=1),
@@ -39,7 +20,7 @@ def test_every_feature_path_honours_the_frame_rule(tiny_model_config, tiny_param
   for s in (1, 321, 640, 16001):
     wav = jax.ShapeDtypeStruct((2, s), jnp.float32)
     mask = jax.ShapeDtypeStruct((2, s), jnp.bool_)
-    t = tokenizer.num_frames(s)
+    t = frames.num_frames(s)
     for ex in extractors:
       feats, fmask = jax.eval_shape(ex.apply, ex.params, wav, mask)
       assert feats.shape == (2, t, ex.dim) and fmask.shape == (2, t), (ex.name, s)
@@ -49,8 +30,8 @@ def test_every_feature_path_honours_the_frame_rule(tiny_model_config, tiny_param
 
 def test_feature_stats_match_numpy():
   rng = np.random.default_rng(0)
-  stats = tokenizer.FeatureStats.create(3)
-  update = jax.jit(tokenizer.FeatureStats.update)
+  stats = fitting.FeatureStats.create(3)
+  update = jax.jit(fitting.FeatureStats.update)
   seen = []
   for i in range(3):
     x = (rng.standard_normal((2, 7, 3)) * [1.0, 5.0, 0.1] + [3.0, -2.0, 100.0]).astype(np.float32)
@@ -84,7 +65,7 @@ def test_mfcc_features_do_not_depend_on_batch_padding(make_audio):
   batch = np.stack([long, np.where(np.arange(3200) < s_short, short, 0.5)])
   mask = np.stack([np.ones(3200, bool), np.arange(3200) < s_short])
   feats, fmask = mfcc(batch, mask)
-  t = tokenizer.num_frames(s_short)
+  t = frames.num_frames(s_short)
   assert feats.shape == (2, 5, 39) and fmask[1].sum() == t
   np.testing.assert_allclose(feats[1, :t], alone[0], rtol=1e-4, atol=1e-3)
 
@@ -102,7 +83,7 @@ def _batches(make_audio, n=3):
 def test_fit_tokenize_save_load(make_audio, tmp_path):
   batches = _batches(make_audio)
   seen = []
-  tok, state = tokenizer.fit_semantic_tokenizer(
+  tok, state = fitting.fit_semantic_tokenizer(
       tokenizer.mfcc_extractor(), batches, jax.random.key(0), num_clusters=6, num_steps=4,
       init_frames=12, on_step=lambda s, m: seen.append(float(m["inertia"])))
   assert int(state.step) == 4 and len(seen) == 4 and tok.num_clusters == 6
@@ -130,19 +111,19 @@ def test_fit_tokenize_save_load(make_audio, tmp_path):
 def test_resumed_fit_equals_uninterrupted_fit(make_audio):
   batches = _batches(make_audio)
   ex = tokenizer.mfcc_extractor()
-  stats = tokenizer.compute_feature_stats(ex, batches())
+  stats = fitting.compute_feature_stats(ex, batches())
   common = dict(num_clusters=6, init_frames=12, stats=stats)
-  full, full_state = tokenizer.fit_semantic_tokenizer(ex, batches, jax.random.key(0),
+  full, full_state = fitting.fit_semantic_tokenizer(ex, batches, jax.random.key(0),
                                                       num_steps=5, **common)
-  _, half = tokenizer.fit_semantic_tokenizer(ex, batches, jax.random.key(0), num_steps=2,
+  _, half = fitting.fit_semantic_tokenizer(ex, batches, jax.random.key(0), num_steps=2,
                                              **common)
   saved = jax.tree.map(np.asarray, half)
-  resumed, state = tokenizer.fit_semantic_tokenizer(ex, batches, jax.random.key(0), num_steps=5,
+  resumed, state = fitting.fit_semantic_tokenizer(ex, batches, jax.random.key(0), num_steps=5,
                                                     kmeans_state=saved, **common)
   assert int(state.step) == 5
   np.testing.assert_allclose(resumed.centroids, full.centroids, rtol=1e-6)
   with pytest.raises(ConfigError, match="init_frames"):
-    tokenizer.fit_semantic_tokenizer(ex, batches, jax.random.key(0), num_clusters=6,
+    fitting.fit_semantic_tokenizer(ex, batches, jax.random.key(0), num_clusters=6,
                                      num_steps=1, init_frames=3)
 
 
@@ -150,7 +131,7 @@ def test_w2v_bert_tokenizer_end_to_end(tiny_config, tiny_model_config, tiny_para
                                        tmp_path):
   tc = tiny_config.tokenizer
   extractor = w2v_bert.feature_extractor(tiny_model_config, tiny_params, tc.layer)
-  tok, _ = tokenizer.fit_semantic_tokenizer(extractor, _batches(make_audio, n=4),
+  tok, _ = fitting.fit_semantic_tokenizer(extractor, _batches(make_audio, n=4),
                                             jax.random.key(1), num_clusters=tc.num_clusters,
                                             num_steps=tc.kmeans_steps,
                                             init_frames=16)

@@ -17,10 +17,11 @@ from audiolm_jax.config import load_config
 from audiolm_jax.data import corpora
 from audiolm_jax.data.audio import from_int16, write_wav
 from audiolm_jax.errors import CheckpointError
-from audiolm_jax.semantic import task as w2v_task
+import audiolm_jax.tasks  # noqa: F401  (registers the w2v_bert task)
+from audiolm_jax import pretrained
 from audiolm_jax.semantic.tokenizer import PAD_ID
 from audiolm_jax.train import metrics as metrics_lib
-from audiolm_jax.train.checkpoint import param_fingerprint
+from audiolm_jax.checkpoint_files import param_fingerprint
 from audiolm_jax.train.task import build_task
 from audiolm_jax.train.trainer import train
 
@@ -66,7 +67,7 @@ def test_trains_logs_evaluates_and_checkpoints(run):
 
 def test_load_w2v_bert_reads_the_trained_parameters(run):
   workdir, result = run
-  model = w2v_task.load_w2v_bert(workdir)
+  model = pretrained.load_w2v_bert(workdir)
   assert model.step == 2 and model.config.dtype == "float32"
   assert model.run_config.task == "w2v_bert" and model.run_config.tokenizer.layer == 1
   assert model.fingerprint == param_fingerprint(result.state.params)
@@ -77,17 +78,17 @@ def test_load_w2v_bert_reads_the_trained_parameters(run):
 def test_load_w2v_bert_refuses_other_checkpoints(run, tmp_path):
   workdir, _ = run
   with pytest.raises(CheckpointError, match="no checkpoint"):
-    w2v_task.load_w2v_bert(str(tmp_path))
+    pretrained.load_w2v_bert(str(tmp_path))
   other = tmp_path / "other"
   shutil.copytree(os.path.join(workdir, "checkpoints", "2"), other / "checkpoints" / "2")
   meta = other / "checkpoints" / "2" / "config" / "metadata"
   config = json.loads(meta.read_text())
-  meta.write_text(json.dumps({**config, "task": "toy_lm"}))
-  with pytest.raises(CheckpointError, match="toy_lm"):
-    w2v_task.load_w2v_bert(str(other))
+  meta.write_text(json.dumps({**config, "task": "codec"}))
+  with pytest.raises(CheckpointError, match="codec"):
+    pretrained.load_w2v_bert(str(other))
   meta.write_text(json.dumps({**config, "model": {**config["model"], "dim": 24}}))
-  with pytest.raises(CheckpointError, match="do not fit"):
-    w2v_task.load_w2v_bert(str(other))
+  with pytest.raises(CheckpointError, match="does not match the model config"):
+    pretrained.load_w2v_bert(str(other))
 
 
 def test_invalid_rows_carry_no_weight_and_no_influence(tiny_data_dir, tiny_params, make_audio,
@@ -148,13 +149,13 @@ def test_tokenize_cli_fits_and_applies_a_w2v_bert_tokenizer(run, main, tiny_data
   out = str(tmp_path / "tokenizer")
   assert main(["tokenize", "fit-kmeans", "--w2v_bert", workdir, "--num_clusters", "4",
                "--steps", "2", "--out", out]) == 0
-  with open(os.path.join(out, w2v_task.FIT_INFO_FILE)) as f:
+  with open(os.path.join(out, pretrained.FIT_INFO_FILE)) as f:
     info = json.load(f)
   # Settings and data come from the run's own config (tiny: layer 1); flags win.
   assert info["features"] == "w2v_bert" and info["layer"] == 1
   assert info["tokenizer"]["num_clusters"] == 4 and info["tokenizer"]["kmeans_steps"] == 2
   assert info["data"]["data_dir"] == tiny_data_dir and info["stats_frames"] > 0
-  model = w2v_task.load_w2v_bert(workdir)
+  model = pretrained.load_w2v_bert(workdir)
   assert info["w2v_bert"]["fingerprint"] == model.fingerprint and info["w2v_bert"]["step"] == 2
 
   source = corpora.data_source("synthetic_speech", "test", tiny_data_dir)
@@ -168,44 +169,22 @@ def test_tokenize_cli_fits_and_applies_a_w2v_bert_tokenizer(run, main, tiny_data
     ids, frames = data["ids"], data["num_frames"]
     assert list(data["paths"]) == paths and int(data["num_clusters"]) == 4
   np.testing.assert_array_equal(frames, [25, 15])  # ceil(S / 640)
-  tokenizer = w2v_task.load_semantic_tokenizer(out)
+  tokenizer = pretrained.load_semantic_tokenizer(out)
   for row, (wav, n) in enumerate(zip(wavs, frames)):
     np.testing.assert_array_equal(ids[row, :n], np.asarray(tokenizer.tokenize(wav[None]))[0])
     assert np.all(ids[row, n:] == PAD_ID) and ids[row, :n].min() >= 0
 
   # The tokenizer refuses a w2v-BERT whose parameters are not the ones it was fit on.
   info["w2v_bert"]["fingerprint"] = "0" * 64
-  with open(os.path.join(out, w2v_task.FIT_INFO_FILE), "w") as f:
+  with open(os.path.join(out, pretrained.FIT_INFO_FILE), "w") as f:
     json.dump(info, f)
   with pytest.raises(CheckpointError, match="other parameters"):
-    w2v_task.load_semantic_tokenizer(out)
+    pretrained.load_semantic_tokenizer(out)
   # Without fit_info.json (saved by the API) the layer comes from the features' name, and the
   # w2v-BERT must be given.
-  os.remove(os.path.join(out, w2v_task.FIT_INFO_FILE))
+  os.remove(os.path.join(out, pretrained.FIT_INFO_FILE))
   with pytest.raises(CheckpointError, match="--w2v_bert"):
-    w2v_task.load_semantic_tokenizer(out)
-  again = w2v_task.load_semantic_tokenizer(out, w2v_bert=model)
+    pretrained.load_semantic_tokenizer(out)
+  again = pretrained.load_semantic_tokenizer(out, w2v_bert=model)
   assert again.extractor.name == "w2v_bert/mlm_layer_1"
   np.testing.assert_array_equal(again.tokenize(wavs[1][None]), tokenizer.tokenize(wavs[1][None]))
-
-
-def test_tokenize_waveforms_batches_pads_and_cuts():
-  shapes = []
-
-  def valid_samples_per_frame(wav, mask):  # [B, S] -> [B, S / 640]
-    shapes.append(wav.shape)
-    b, s = wav.shape
-    return (mask & (wav == 1)).reshape(b, s // 640, 640).sum(-1)
-
-  lengths = [1, 640, 641, 5000, 20000, 7, 12345]
-  wavs = [np.ones(n, np.float32) for n in lengths]
-  out = w2v_task.tokenize_waveforms(valid_samples_per_frame, wavs, batch_size=3)
-  for n, ids in zip(lengths, out):  # In order, cut to ceil(S / 640) frames, padding unseen.
-    assert len(ids) == -(-n // 640) and ids.sum() == n
-  frames = [s // 640 for _, s in shapes]
-  assert all(b == 3 for b, _ in shapes) and all(f >= 16 and f & (f - 1) == 0 for f in frames)
-  two_per_frame = w2v_task.tokenize_waveforms(
-      lambda w, m: np.repeat(valid_samples_per_frame(w, m), 2, axis=1), wavs, batch_size=3,
-      frames_of=lambda s: 2 * -(-s // 640))
-  for ids, ids2 in zip(out, two_per_frame):
-    np.testing.assert_array_equal(np.repeat(ids, 2), ids2)

@@ -4,12 +4,13 @@ import json
 
 import jax
 import pytest
+import toy_lm
 
 from audiolm_jax import cli
-from audiolm_jax.train import optim, plan, sharding, toy_lm
+from audiolm_jax.train import optim, plan, sharding
 from audiolm_jax.train import state as state_lib
 from audiolm_jax.train.task import build_task
-from audiolm_jax.train.checkpoint import param_fingerprint
+from audiolm_jax.checkpoint_files import param_fingerprint
 from audiolm_jax.train.trainer import train
 from train_helpers import TOY, toy_config
 
@@ -28,10 +29,10 @@ def test_inspect_checkpoint_json(trained, capsys):
   info = json.loads(capsys.readouterr().out)
   assert info["step"] == 2 and info["task"] == "toy_lm" and info["path"].endswith("/2")
   assert info["fingerprint"] == param_fingerprint(result.state.params)
-  expected = toy_lm.ToyLMConfig.from_config(toy_config()).param_count()
+  expected = toy_lm.param_count(toy_config())
   assert info["param_count"] == expected == sum(info["params_by_module"].values())
-  assert info["params_by_module"]["embed"] == 64 * 32
-  assert info["shapes"]["layers/query"] == [[2, 32, 4, 8], "float32"]
+  assert info["params_by_module"]["token_embed"] == 64 * 32
+  assert info["shapes"]["layers/attention/query"] == [[2, 32, 4, 8], "float32"]
   assert info["config"]["total_steps"] == 2 and info["config"]["model"]["d_model"] == 32
   # An older step directory can be named directly and has another fingerprint.
   assert cli.main(["inspect", str(workdir / "checkpoints" / "1"), "--json"]) == 0
@@ -44,7 +45,7 @@ def test_inspect_checkpoint_text(trained, capsys):
   assert cli.main(["inspect", str(workdir)]) == 0
   out = capsys.readouterr().out
   assert f"fingerprint {param_fingerprint(result.state.params)}" in out
-  assert "step        2" in out and "layers/query" in out and '"task": "toy_lm"' in out
+  assert "step        2" in out and "layers/attention/query" in out and '"task": "toy_lm"' in out
 
 
 def test_inspect_missing_checkpoint_is_one_line_error(tmp_path, capsys):
@@ -62,7 +63,7 @@ def test_plan_paper_on_4x4x8(capsys):
   assert cli.main(["inspect", "--plan", "--config", f"{TOY}:paper", "--mesh", "4x4x8",
                    "--json"]) == 0
   info = json.loads(capsys.readouterr().out)
-  count = toy_lm.ToyLMConfig.from_config(toy_config("paper")).param_count()
+  count = toy_lm.param_count(toy_config("paper"))
   assert info["param_count"] == count and 0.15e9 < count < 0.45e9
   assert f"{count:,}" in out and "B)" in out
   assert info["param_bytes"] == 4 * count

@@ -15,7 +15,8 @@ from train_helpers import REPO, cli_args, fingerprint, run_cli, subprocess_env
 DRIVER = r"""
 import hashlib, logging, os, signal, sys
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-from audiolm_jax.train import checkpoint, toy_lm
+import toy_lm
+from audiolm_jax.train import checkpoint
 
 kill_after = int(os.environ.get("KILL_AFTER_CHECKPOINT", "0"))
 save = checkpoint.Checkpointer.save

@@ -65,9 +65,9 @@ def test_one_step_on_2x2x2_mesh_equals_one_device(tmp_path):
   eight = toy_config(mesh__data=2, mesh__fsdp=2, mesh__tensor=2)
   state1, hist1 = run_steps(one, tmp_path / "one", 2)
   state8, hist8 = run_steps(eight, tmp_path / "eight", 2)
-  spec = state8.params["layers"]["query"].sharding.spec
+  spec = state8.params["layers"]["attention"]["query"].sharding.spec
   assert spec == P(None, "fsdp", "tensor"), spec  # really sharded three ways
-  assert state8.params["embed"].sharding.mesh.size == 8
+  assert state8.params["token_embed"]["embedding"].sharding.mesh.size == 8
   for m1, m8 in zip(hist1, hist8):
     np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
     np.testing.assert_allclose(m8["grad_norm"], m1["grad_norm"], rtol=1e-4)

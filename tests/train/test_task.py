@@ -6,21 +6,22 @@ import os
 import jax
 import numpy as np
 import pytest
+import toy_lm
 
 from audiolm_jax.errors import ConfigError
-from audiolm_jax.train import distributed, sharding, task as task_lib, toy_lm
+from audiolm_jax.train import distributed, sharding, task as task_lib
 from audiolm_jax.train.defaults import REQUIRED, base_config, check_config
 from train_helpers import toy_config
 
 
 def test_registry():
   assert task_lib.get_task_class("toy_lm") is toy_lm.ToyLMTask
-  assert task_lib.get_task_class("audiolm_jax.train.toy_lm:ToyLMTask") is toy_lm.ToyLMTask
+  assert task_lib.get_task_class("toy_lm:ToyLMTask") is toy_lm.ToyLMTask
   assert isinstance(task_lib.build_task(toy_config()), toy_lm.ToyLMTask)
   with pytest.raises(ConfigError, match="unknown task 'nope'"):
     task_lib.get_task_class("nope")
   with pytest.raises(ConfigError):
-    task_lib.get_task_class("audiolm_jax.train.toy_lm:ToyLMConfig")  # not a Task
+    task_lib.get_task_class("toy_lm:model_config")  # not a Task
   with pytest.raises(ValueError, match="registered twice"):
     task_lib.register("toy_lm")(type("Other", (toy_lm.ToyLMTask,), {}))
 
@@ -109,14 +110,14 @@ def test_toy_model_param_count_and_logical_names(variant):
   params = sharding.unbox(boxed)
   assert extra == {}
   n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
-  assert n == task.model_cfg.param_count()
+  assert n == toy_lm.param_count(toy_config(variant))
   def leaves(tree):
     return jax.tree.leaves(tree, is_leaf=lambda s: isinstance(s, jax.sharding.PartitionSpec))
 
   specs = sharding.logical_specs(boxed)
   assert all(len(s) == len(x.shape) for s, x in zip(leaves(specs), leaves(params)))
   assert all(s[0] == "layers" for s in leaves(specs["layers"]))  # scanned layer axis
-  assert specs["embed"] == jax.sharding.PartitionSpec("vocab", "embed")
+  assert specs["token_embed"]["embedding"] == jax.sharding.PartitionSpec("vocab", "embed")
 
 
 def test_distributed_settings(monkeypatch):

@@ -10,11 +10,11 @@ import shutil
 import jax
 import numpy as np
 import pytest
+import toy_lm
 from jax.sharding import PartitionSpec as P
 
 from audiolm_jax.train import metrics as metrics_lib
-from audiolm_jax.train import toy_lm
-from audiolm_jax.train.checkpoint import param_fingerprint
+from audiolm_jax.checkpoint_files import param_fingerprint
 from audiolm_jax.train.trainer import NonFiniteError, Trainer, train
 from train_helpers import fingerprint, read_tb_scalars, toy_config
 
@@ -79,7 +79,7 @@ def test_base_run_writes_metrics_tensorboard_profile_and_checkpoints(base_run):
   r = train_records[3]
   np.testing.assert_allclose(r["tokens_per_s"], r["examples_per_s"] * 16, rtol=1e-6)
   np.testing.assert_allclose(r["examples_per_s"], r["steps_per_s"] * 8, rtol=1e-6)
-  flops = toy_lm.ToyLMConfig.from_config(toy_config()).flops_per_example() * 8
+  flops = toy_lm.flops_per_example(toy_lm.model_config(toy_config()), 16) * 8
   np.testing.assert_allclose(r["mfu"], flops * r["steps_per_s"] / 1e12, rtol=1e-6)
   eval_records = records(workdir, "eval")
   assert sorted(eval_records) == [2, 4, 6] and eval_records[6]["loss"] > 0
@@ -156,9 +156,9 @@ def test_restore_onto_a_different_mesh(base_run, tmp_path):
   state, data_state, origin = trainer.restore_or_init(None)
   assert origin == "checkpoint" and int(state.step) == 6 and data_state == {"next_index": 6}
   spec = P(None, "fsdp", "tensor")
-  assert state.params["layers"]["wi_gate"].sharding.spec == spec
-  assert state.opt_state[1][0].mu["layers"]["wi_gate"].sharding.spec == spec  # Adam moments
-  assert len(state.params["embed"].sharding.device_set) == 8
+  assert state.params["layers"]["mlp"]["wi_0"].sharding.spec == spec
+  assert state.opt_state[1][0].mu["layers"]["mlp"]["wi_0"].sharding.spec == spec  # Adam moments
+  assert len(state.params["token_embed"]["embedding"].sharding.device_set) == 8
   assert param_fingerprint(state.params) == fingerprint(base_run[0], 6)
 
 

@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 
+from audiolm_jax import checkpoint_files
 from audiolm_jax.train import checkpoint
 from audiolm_jax.train import metrics as metrics_lib
 from train_helpers import REPO, cli_args, free_port, run_cli, subprocess_env
@@ -42,10 +43,10 @@ def test_two_processes_match_one(tmp_path):
   assert [r["step"] for r in multi_records] == list(range(1, 21))  # process 0 writes alone
   np.testing.assert_allclose([r["loss"] for r in multi_records],
                              [r["loss"] for r in single_records], rtol=1e-5)
-  step_dirs = [checkpoint.find_step_dir(str(tmp_path / d)) for d in ("multi", "single")]
+  step_dirs = [checkpoint_files.find_step_dir(str(tmp_path / d)) for d in ("multi", "single")]
   multi, single = (checkpoint.read_numpy(d, ("params",))["params"] for d in step_dirs)
-  for path, value in checkpoint.tree_paths(single).items():
-    np.testing.assert_allclose(checkpoint.tree_paths(multi)[path], value, rtol=1e-4, atol=1e-6)
+  for path, value in checkpoint_files.tree_paths(single).items():
+    np.testing.assert_allclose(checkpoint_files.tree_paths(multi)[path], value, rtol=1e-4, atol=1e-6)
   # Each process saved its own data iterator position: 20 local batches each.
   data_dir = os.path.join(step_dirs[0], "data")
   for i in range(2):

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-TOY = os.path.join(REPO, "experiments", "configs", "toy_lm.py")
+TOY = os.path.join(REPO, "tests", "support", "toy_lm_config.py")
 
 # Quiet, deterministic defaults for trainer runs in tests.
 # A constant schedule keeps the compiled step independent of total_steps, so runs of different
@@ -40,7 +40,8 @@ def subprocess_env(devices=1):
   env["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={devices} "
                       "--xla_backend_optimization_level=0")
   env["JAX_PLATFORMS"] = "cpu"
-  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  env["PYTHONPATH"] = os.pathsep.join(
+      [REPO, os.path.join(REPO, "tests", "support"), env.get("PYTHONPATH", "")])
   return env
 
 
@@ -100,7 +101,9 @@ def read_tb_scalars(tb_dir):
 
 
 def fingerprint(workdir, step=None):
+  from audiolm_jax import checkpoint_files
   from audiolm_jax.train import checkpoint
   path = os.path.join(str(workdir), "checkpoints", str(step)) if step else str(workdir)
-  step_dir = checkpoint.find_step_dir(path)
-  return checkpoint.param_fingerprint(checkpoint.read_numpy(step_dir, ("params",))["params"])
+  step_dir = checkpoint_files.find_step_dir(path)
+  return checkpoint_files.param_fingerprint(
+      checkpoint.read_numpy(step_dir, ("params",))["params"])

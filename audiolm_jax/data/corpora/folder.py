@@ -169,9 +169,7 @@ def plan(config: FolderConfig) -> dict[str, list[FileJob]]:
     else:
       speaker = os.path.basename(os.path.dirname(path)) if os.path.dirname(rel) else ""
     if split is None:
-      h = base.stable_hash(rel)
-      split = ("test" if h < config.test_fraction else
-               "validation" if h < config.test_fraction + config.validation_fraction else "train")
+      split = base.split_by_hash([rel], config.validation_fraction, config.test_fraction)[rel]
     splits[split].append(FileJob(path, rel, speaker, chapter, transcript, midi,
                                  config.sample_rate, config.max_seconds))
   return splits

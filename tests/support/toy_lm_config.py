@@ -1,15 +1,23 @@
-"""Toy Transformer LM on synthetic token progressions: proves the trainer end to end.
+"""The toy LM task's config (a test fixture): proves the trainer end to end.
 
-  audiolm-jax train --config experiments/configs/toy_lm.py:cpu --workdir /tmp/toy_lm
+  audiolm-jax train --config tests/support/toy_lm_config.py:cpu --workdir /tmp/toy_lm
   audiolm-jax inspect /tmp/toy_lm
-  audiolm-jax inspect --plan --config experiments/configs/toy_lm.py:paper --mesh 4x4x8
+  audiolm-jax inspect --plan --config tests/support/toy_lm_config.py:paper --mesh 4x4x8
 
 Variants: `tiny` (tests, seconds), `cpu` (a few minutes on two cores, loss falls well below
 log V), `paper` (the AudioLM stage size: 12 layers, 16 heads, d=1024, FFN 4096, the coarse
 stage's vocabulary; for memory plans and accelerators).
 """
 
+import os
+import sys
+
 from audiolm_jax.train.defaults import base_config
+
+# The task lives next to this file; importing it registers `toy_lm` (once per process).
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import toy_lm  # noqa: E402,F401  pylint: disable=wrong-import-position,unused-import
 
 VARIANTS = ("tiny", "cpu", "paper")
 

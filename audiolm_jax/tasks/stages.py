@@ -42,14 +42,39 @@ import ml_collections
 import numpy as np
 
 from audiolm_jax.data.pipeline import SafeSource, process_rows
-from audiolm_jax.data.tokens import token_source
+from audiolm_jax.data.tokens import has_token_cache, read_cache_info, token_source
 from audiolm_jax.errors import AudioLMError, ConfigError
-from audiolm_jax.lm.stages import (Stage, stage_from_config, transformer_config,
-                                   weighted_cross_entropy)
+from audiolm_jax.lm.stages import CoarseStage, FineStage, SemanticStage, Stage
 from audiolm_jax.lm.transformer import Transformer
+from audiolm_jax.pretrained import stage_from_config, transformer_config
 from audiolm_jax.train.task import LossOutput, Task, register
 
 log = logging.getLogger(__name__)
+
+
+def weighted_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.Array,
+                           logit_mask: jax.Array | None = None) -> tuple[jax.Array, dict]:
+  """Mean next-token cross entropy over the weighted targets (the loss of every stage).
+
+  Args:
+    logits: `[B, N, V]`.
+    targets: int `[B, N]`.
+    weights: `[B, N]`, 0 on conditioning and padding.
+    logit_mask: optional bool `[N, V]` (e.g. `target_logit_mask()`): softmax over the ids valid
+      at each target only.
+
+  Returns:
+    `(loss, metrics)` with metrics `loss`, `accuracy` (of the argmax) and `tokens` (weight sum).
+  """
+  logits = logits.astype(jnp.float32)
+  if logit_mask is not None:
+    logits = jnp.where(logit_mask, logits, -1e9)
+  log_probs = jax.nn.log_softmax(logits, axis=-1)
+  nll = -jnp.take_along_axis(log_probs, targets[..., None], axis=-1)[..., 0]  # [B, N]
+  total = jnp.maximum(jnp.sum(weights), 1.0)
+  loss = jnp.sum(nll * weights) / total
+  accuracy = jnp.sum((jnp.argmax(logits, -1) == targets) * weights) / total
+  return loss, {"loss": loss, "accuracy": accuracy, "tokens": jnp.sum(weights)}
 
 
 def invalid_example(stage: Stage) -> dict[str, np.ndarray]:
@@ -100,6 +125,7 @@ def token_dataset(stage: Stage, tokens_dir: str, split: str, *, seed: int,
   if not len(source):
     raise ConfigError(f"token cache {tokens_dir}: split {split!r} is empty")
   _check_cache_fits(stage, source, f"token cache {tokens_dir} ({split})")
+  _check_frame_ratio(stage, read_cache_info(tokens_dir).frame_ratio, tokens_dir)
   ds = grain.MapDataset.source(SafeSource(source, f"{tokens_dir}/{split}"))
   if train:
     ds = ds.shuffle(seed=seed).repeat(None)
@@ -115,6 +141,18 @@ def _check_cache_fits(stage: Stage, source, where: str) -> None:
   except AudioLMError as e:
     raise ConfigError(f"{where} does not fit config.stage ({type(stage).__name__}): {e}. Were "
                       "the tokens made with other codebook sizes or fewer RVQ levels?") from e
+
+
+def _check_frame_ratio(stage: Stage, cache_ratio: int, tokens_dir: str) -> None:
+  """The coarse layout's acoustic:semantic frame ratio must be the cache's, which the tokenizers
+  set (`tokenize.ratio_of`): a 2:1 layout on 1:1 tokens would misalign every crop silently."""
+  ratio = getattr(stage, "frames_per_semantic_frame", None)
+  if ratio is None or getattr(stage, "acoustic_only", False) or ratio == cache_ratio:
+    return
+  raise ConfigError(
+      f"token cache {tokens_dir} has {cache_ratio} codec frames per semantic frame, but "
+      f"config.stage gives {ratio} ({stage.acoustic_rate} / {stage.semantic_rate} Hz): set "
+      f"--config.stage.semantic_rate={stage.acoustic_rate // cache_ratio}")
 
 
 def distinct_rows(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,14 +173,15 @@ class StageLMTask(Task):
   its layout, `config.model` its Transformer. The subclasses below are the registered tasks."""
 
   throughput_unit = "tokens"
+  layout: type = SemanticStage  # The token layout this task trains (`lm.stages`).
 
   def __init__(self, config: ml_collections.ConfigDict):
     super().__init__(config)
     if config.task != self.name:
       raise ConfigError(f"config.task is {config.task!r}, but {type(self).__name__} trains "
                         f"{self.name!r}")
-    self.stage = stage_from_config(config)
-    self.model_config = transformer_config(config)
+    self.stage = stage_from_config(config, self.layout)
+    self.model_config = transformer_config(config, self.stage)
     self.model = Transformer(self.model_config)
     self._mask_rows, self._mask_index = distinct_rows(self.stage.target_logit_mask())
 
@@ -208,15 +247,34 @@ class StageLMTask(Task):
 
 @register("semantic_lm")
 class SemanticLMTask(StageLMTask):
-  """Stage 1: `p(s_t | s_<t)` over deduplicated semantic tokens (`lm.stages.SemanticStage`)."""
+  """Stage 1: `p(s_t | s_<t)` over deduplicated semantic tokens (`lm.stages.SemanticStage`).
+
+  Records `config.data.frames_per_token` (L, raw frames per deduplicated token of the cache's
+  training split) when it is 0, before the trainer saves the config: generation needs it to
+  size its windows and lay the generated tokens out in time (`lm/generate.py`).
+  """
+  layout = SemanticStage
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    super().__init__(config)
+    data = config.data
+    if ("frames_per_token" in data and not data.frames_per_token and data.get("tokens_dir")
+        and has_token_cache(data.tokens_dir)):
+      per_token = read_cache_info(data.tokens_dir).frames_per_token.get(data.split)
+      if per_token:
+        data.frames_per_token = float(per_token)
+        log.info("semantic_lm: %.3f raw frames per deduplicated token in %s/%s",
+                 per_token, data.tokens_dir, data.split)
 
 
 @register("coarse_lm")
 class CoarseLMTask(StageLMTask):
   """Stage 2: coarse acoustic tokens given the semantic tokens (`lm.stages.CoarseStage`), or given
   nothing with `config.stage.acoustic_only` (the paper's acoustic-only ablation)."""
+  layout = CoarseStage
 
 
 @register("fine_lm")
 class FineLMTask(StageLMTask):
   """Stage 3: fine acoustic tokens given the coarse ones, 3 s chunks (`lm.stages.FineStage`)."""
+  layout = FineStage

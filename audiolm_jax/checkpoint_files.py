@@ -1,0 +1,160 @@
+"""A checkpoint directory as the trainer writes it, read without a trainer, mesh or optimizer.
+
+Layout of `WORKDIR/checkpoints/<step>/`:
+
+  state/   the `TrainState` (params, optimizer state, extra, EMA, RNG, step, counters)
+  data/    each process's data iterator state, `process_<i>-of-<n>.json`
+  config/  the resolved config (JSON, in `config/metadata`)
+
+The writer is `train/checkpoint.py` (orbax). Trained parts are read here without orbax:
+`state/_METADATA` (JSON) gives the saved tree, and each array is opened with tensorstore
+(orbax's own storage layer: zarr arrays in an OCDBT key-value store, or plain files for
+checkpoints written without OCDBT), so inference (`pretrained.py`) imports neither the
+trainer nor orbax's checkpoint manager.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from audiolm_jax.errors import CheckpointError
+
+STATE, DATA, CONFIG = "state", "data", "config"
+
+PyTree = Any
+
+
+def one_line(e: BaseException, limit: int = 200) -> str:
+  """The root cause of `e` as one short line."""
+  while e.__cause__ is not None:
+    e = e.__cause__
+  text = " ".join(str(e).split())
+  text = text if len(text) <= limit else text[:limit - 3] + "..."
+  return f"{type(e).__name__}: {text}"
+
+
+def find_step_dir(path: str) -> str:
+  """A step directory from a workdir, its `checkpoints/` directory or a step directory."""
+  path = os.path.abspath(path)
+  if os.path.isdir(os.path.join(path, STATE)):
+    return path
+  for candidate in (os.path.join(path, "checkpoints"), path):
+    if os.path.isdir(candidate):
+      steps = [int(n) for n in os.listdir(candidate)
+               if n.isdigit() and os.path.isdir(os.path.join(candidate, n, STATE))]
+      if steps:
+        return os.path.join(candidate, str(max(steps)))
+  raise CheckpointError(f"{path}: no checkpoint found (expected a workdir, its checkpoints/ "
+                        "directory or a checkpoint step directory)")
+
+
+def tree_paths(tree: PyTree) -> dict[str, Any]:
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(p, simple=True, separator="/"): v for p, v in leaves}
+
+
+def check_tree(step_dir: str, saved: PyTree, wanted: PyTree, what: str,
+               against: str = "this config's model/optimizer") -> None:
+  """Raises `CheckpointError` naming the missing, unexpected and resized leaves of `saved`."""
+  saved, wanted = tree_paths(saved), tree_paths(wanted)
+  missing, unexpected = sorted(set(wanted) - set(saved)), sorted(set(saved) - set(wanted))
+  shapes = sorted(k for k in set(wanted) & set(saved)
+                  if tuple(getattr(saved[k], "shape", ())) != tuple(wanted[k].shape))
+  problems = [f"{name}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+              for name, keys in (("missing", missing), ("unexpected", unexpected),
+                                 ("shape differs", shapes)) if keys]
+  if problems:
+    raise CheckpointError(f"{step_dir}: {what} does not match {against} "
+                          f"({'; '.join(problems)})")
+
+
+
+
+def read_config(step_dir: str) -> dict[str, Any] | None:
+  path = os.path.join(step_dir, CONFIG, "metadata")
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def param_fingerprint(params: PyTree) -> str:
+  """SHA-256 over every parameter's path, dtype, shape and bytes (order-independent of devices)."""
+  h = hashlib.sha256()
+  for path, value in sorted(tree_paths(params).items()):
+    a = np.ascontiguousarray(np.asarray(jax.device_get(value)))
+    h.update(f"{path}|{a.dtype.str}|{a.shape}|".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+# --------------------------------------------------------------------------- arrays, no orbax
+
+
+class _Leaf:
+  """A saved array, known by shape and dtype until read."""
+
+  def __init__(self, store):
+    self._store = store
+    self.shape = tuple(store.shape)
+    self.dtype = np.dtype(store.dtype.numpy_dtype)
+
+  def read(self) -> np.ndarray:
+    return np.asarray(self._store.read().result())
+
+
+def _state_json(step_dir: str) -> dict[str, Any]:
+  path = os.path.join(step_dir, STATE, "_METADATA")
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"{step_dir}: unreadable checkpoint ({one_line(e)})") from e
+
+
+def saved_tree(step_dir: str) -> dict[str, Any]:
+  """The saved state as a nested dict of `_Leaf`s (shape and dtype; `read()` loads one).
+
+  Leaves whose value is not an array (e.g. None placeholders) are left out.
+  """
+  import tensorstore as ts  # pylint: disable=g-import-not-at-top
+  meta = _state_json(step_dir)
+  base = os.path.abspath(os.path.join(step_dir, STATE))
+  driver = "zarr3" if meta.get("use_zarr3") else "zarr"
+  tree: dict[str, Any] = {}
+  for key, value in meta.get("tree_metadata", {}).items():
+    if (value.get("value_metadata") or {}).get("value_type") not in ("jax.Array", "np.ndarray"):
+      continue
+    try:
+      path = [str(k["key"]) for k in value["key_metadata"]]
+    except (KeyError, TypeError):
+      path = [str(k) for k in ast.literal_eval(key)]
+    name = ".".join(path)
+    kvstore = ({"driver": "ocdbt", "base": f"file://{base}/"} if meta.get("use_ocdbt", True)
+               else {"driver": "file", "path": f"{base}/"})
+    try:
+      store = ts.open({"driver": driver, "kvstore": kvstore, "path": name}, open=True,
+                      read=True).result()
+    except Exception as e:  # Missing or damaged array files.
+      raise CheckpointError(f"{step_dir}: unreadable array {name} ({one_line(e)})") from e
+    node = tree
+    for part in path[:-1]:
+      node = node.setdefault(part, {})
+    node[path[-1]] = _Leaf(store)
+  return tree
+
+
+def read_arrays(step_dir: str, tree: PyTree) -> PyTree:
+  """The `_Leaf`s of `tree` (a subtree of `saved_tree`) read as numpy arrays."""
+  try:
+    return jax.tree.map(lambda leaf: leaf.read(), tree,
+                        is_leaf=lambda x: isinstance(x, _Leaf))
+  except Exception as e:
+    raise CheckpointError(f"{step_dir}: unreadable checkpoint ({one_line(e)})") from e

@@ -1,0 +1,13 @@
+"""The training tasks of every model, each registered where it is defined.
+
+  codec.py     `codec`: SoundStream with its discriminators
+  w2v_bert.py  `w2v_bert`: w2v-BERT pre-training (and fitting the semantic tokenizer)
+  stages.py    `semantic_lm`, `coarse_lm`, `fine_lm`: the three stage LMs on a token cache
+
+Importing this package registers them all with the trainer (`train.task.register`); the
+trainer itself keeps no list of models. A fork adds a task by writing a module with an
+`@register("name")` class and importing it (or naming it as `config.task =
+"package.module:ClassName"`).
+"""
+
+from audiolm_jax.tasks import codec, stages, w2v_bert  # noqa: F401  (registers the tasks)

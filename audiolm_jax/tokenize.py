@@ -1,0 +1,214 @@
+"""The one batched tokenize path: clips of any length to tokens (and codes back to audio).
+
+    run_by_length(fn, clips, batch_size, out_length)   # the bucket / pad / run / trim loop
+    acoustic_tokens(codec, wavs)                       # [ratio * T_i, Q] codes per clip
+    semantic_tokens(tokenizer, wavs)                   # [T_i] ids per clip, padding masked
+    tokenize_for_lm(codec, wav)                        # [B, S] -> [B, ratio * T, Q]
+    decode_clips(codec, codes)                         # waveforms of code sequences
+    tokenize_corpus(cache_dir, corpus=..., codec=..., semantic_tokenizer=...)  # a token cache
+
+Every path above groups clips by length, pads them (mask False) to one of a few bucket
+lengths, runs fixed-size batches (so few shapes are compiled) and cuts each result back to its
+own length. That is correct because every tokenizer gives a clip's frames independently of the
+padding after it: the semantic tokenizer masks it (its conformer would otherwise attend to it,
+changing valid frames' features by about 12% at random init), and a causal codec never looks
+ahead.
+
+Frames follow `audiolm_jax.frames`: a clip of S samples has `T = num_frames(S, spf)` semantic
+frames (spf = the tokenizer's samples per frame, 640 by default) and, padded to `T * spf`
+samples, exactly `ratio * T` codec frames, `ratio = frame_ratio(spf, codec hop)`.
+
+Inference imports nothing of the trainer or the data pipeline from here; `tokenize_corpus`
+reads corpora and writes the cache, importing `data` when it is called.
+
+Shape letters: B batch, S samples, T semantic frames, Q quantizer levels.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from audiolm_jax.errors import ConfigError, DataError
+from audiolm_jax.frames import (SAMPLE_RATE, SAMPLES_PER_FRAME, frame_ratio, num_frames,
+                                pad_to_frames)
+
+
+def bucket_length(units: int, minimum: int = 16) -> int:
+  """`units` rounded up to a bucket: four lengths per octave (at most 1/4 of padding), at
+  least `minimum`. Few buckets means few compilations."""
+  units = max(int(units), minimum)
+  step = 1 << max(0, units.bit_length() - 3)
+  return -(-units // step) * step
+
+
+def run_by_length(fn: Callable[[np.ndarray, np.ndarray], Any], clips: Sequence[np.ndarray],
+                  batch_size: int, out_length: Callable[[int], int], unit: int = 1,
+                  minimum_units: int = 16) -> list[np.ndarray]:
+  """`fn(batch [B, L, ...], mask [B, L]) -> out [B, L', ...]` on clips `[L_i, ...]` of any
+  lengths; returns each clip's `out[:out_length(L_i)]`, in order.
+
+  Clips are sorted by length and padded with zeros (mask False) to `unit` times a bucket
+  length (`bucket_length` of their length in units), in batches of `batch_size` rows (a short
+  last batch gets empty rows, not a new shape).
+  """
+  if batch_size <= 0:
+    raise ConfigError(f"batch_size must be positive, got {batch_size}")
+  lengths = [int(np.shape(c)[0]) for c in clips]
+  out: list[np.ndarray | None] = [None] * len(clips)
+  order = sorted(range(len(clips)), key=lambda i: lengths[i])
+  rows = min(batch_size, len(clips))
+  for start in range(0, len(order), rows):
+    group = order[start:start + rows]
+    length = unit * bucket_length(-(-lengths[group[-1]] // unit), minimum_units)
+    first = np.asarray(clips[group[0]])
+    batch = np.zeros((rows, length, *first.shape[1:]), first.dtype)
+    mask = np.zeros((rows, length), bool)
+    for row, i in enumerate(group):
+      batch[row, :lengths[i]] = clips[i]
+      mask[row, :lengths[i]] = True
+    result = np.asarray(fn(batch, mask))
+    for row, i in enumerate(group):
+      out[i] = result[row, :out_length(lengths[i])]
+  return out
+
+
+def _check_wavs(wavs: Sequence[np.ndarray]) -> list[np.ndarray]:
+  checked = []
+  for i, w in enumerate(wavs):
+    w = np.asarray(w, np.float32)
+    if w.ndim != 1 or w.size == 0 or not np.all(np.isfinite(w)):
+      raise DataError(f"clip {i}: need a finite, non-empty mono waveform, got shape {w.shape}")
+    checked.append(w)
+  return checked
+
+
+def ratio_of(codec, samples_per_frame: int = SAMPLES_PER_FRAME) -> int:
+  """Codec frames per semantic frame of `samples_per_frame` samples (2 for SoundStream)."""
+  return frame_ratio(samples_per_frame, codec.config.hop_length, SAMPLE_RATE, codec.sample_rate)
+
+
+def tokenize_for_lm(codec, wav, n_q: int | None = None,
+                    samples_per_frame: int = SAMPLES_PER_FRAME):
+  """Acoustic tokens aligned with the semantic tokens: wav [B, S] -> codes [B, ratio T, n_q].
+
+  The clip is zero-padded by the frame rule (to `T = num_frames(S)` semantic frames), so semantic
+  frame t covers codec frames `ratio t .. ratio t + ratio - 1` for every S. More zero padding
+  after a clip changes none of its codes (the encoder is causal).
+  """
+  ratio_of(codec, samples_per_frame)  # The codec must fit the frame rule.
+  if n_q is not None and not 1 <= n_q <= codec.num_quantizers:
+    raise ConfigError(f"n_q={n_q}: this codec has 1 to {codec.num_quantizers} levels")
+  wav = jnp.asarray(wav, jnp.float32)
+  if wav.ndim != 2 or wav.shape[1] == 0:
+    raise DataError(f"expected waveforms [batch, samples], got shape {wav.shape}")
+  padded, _ = pad_to_frames(wav, None, samples_per_frame)            # [B, spf * T]
+  return codec.encode(padded, n_q=n_q)
+
+
+def acoustic_tokens(codec, wavs: Sequence[np.ndarray], batch_size: int = 8,
+                    n_q: int | None = None,
+                    samples_per_frame: int = SAMPLES_PER_FRAME) -> list[np.ndarray]:
+  """Codes `[ratio * num_frames(S_i), n_q]` of each clip, aligned with its semantic tokens."""
+  ratio = ratio_of(codec, samples_per_frame)
+  return run_by_length(
+      lambda wav, mask: tokenize_for_lm(codec, wav, n_q, samples_per_frame), _check_wavs(wavs),
+      batch_size, lambda s: ratio * num_frames(s, samples_per_frame), unit=samples_per_frame)
+
+
+def semantic_tokens(tokenizer, wavs: Sequence[np.ndarray],
+                    batch_size: int = 8) -> list[np.ndarray]:
+  """Ids `[num_frames(S_i)]` of each clip; the padding of a batch is masked."""
+  spf = tokenizer.samples_per_frame
+  return run_by_length(tokenizer.tokenize, _check_wavs(wavs), batch_size,
+                       lambda s: num_frames(s, spf), unit=spf)
+
+
+def decode_clips(codec, codes: Sequence[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:
+  """Waveforms `[T_i * hop]` of code sequences `[T_i, n]` of any lengths (the same n).
+
+  The causal decoder's output up to frame T_i does not depend on the frames after it.
+  """
+  if batch_size <= 0:
+    raise ConfigError(f"batch_size must be positive, got {batch_size}")
+  if not codes:
+    return []
+  levels = {np.shape(c)[-1] for c in codes}
+  if len(levels) != 1 or any(np.ndim(c) != 2 or len(c) == 0 for c in codes):
+    raise DataError("decode: every code sequence must be [frames, levels] with frames > 0 and "
+                    f"the same number of levels, got shapes {[np.shape(c) for c in codes]}")
+  hop, n, k = codec.config.hop_length, levels.pop(), codec.config.codebook_size
+  if n > codec.num_quantizers:
+    raise DataError(f"decode: codes of {n} levels; this codec has {codec.num_quantizers}")
+  if any(np.min(c) < 0 or np.max(c) >= k for c in codes):
+    raise DataError(f"decode: codes outside [0, {k}), this codec's codebook")
+  return run_by_length(lambda c, mask: codec.decode(jnp.asarray(c, jnp.int32)),
+                       [np.asarray(c, np.int32) for c in codes], batch_size,
+                       lambda t: t * hop, minimum_units=1)
+
+
+def tokenize_corpus(cache_dir: str, *, corpus: str, splits: tuple[str, ...], codec,
+                    semantic_tokenizer, data_dir: str | None = None,
+                    config_name: str | None = None, batch_size: int = 16,
+                    max_examples: int | None = None, progress: bool = True) -> dict:
+  """Tokenizes corpus splits once and writes them as a token cache; returns a summary.
+
+  `codec` (a `soundstream.Codec`) and `semantic_tokenizer` (a `SemanticTokenizer`) run through
+  `acoustic_tokens` and `semantic_tokens`: the same path as generation and the command line,
+  so the cache's tokens are exactly those a prompt gets. A record that cannot be read or gives
+  non-finite or empty audio is skipped and counted. The cache records the frame ratio and
+  both vocabularies (`data.tokens.CacheInfo`).
+  """
+  # pylint: disable=g-import-not-at-top
+  from tqdm import tqdm
+
+  from audiolm_jax.data import corpora
+  from audiolm_jax.data.audio import from_int16
+  from audiolm_jax.data.tokens import CacheInfo, write_token_cache
+  # pylint: enable=g-import-not-at-top
+  spf = semantic_tokenizer.samples_per_frame
+  ratio = ratio_of(codec, spf)
+  summary: dict[str, Any] = {"corpus": corpus, "splits": {}, "skipped": 0}
+
+  def tokenize_split(split: str) -> list[dict]:
+    source = corpora.data_source(corpus, split, data_dir, config_name)
+    n = len(source) if max_examples is None else min(len(source), max_examples)
+    wavs, records = [], []
+    for i in range(n):
+      try:
+        record = source[i]
+        wav = from_int16(np.asarray(record["audio"]))
+      except Exception:  # An unreadable record: counted, never fatal.
+        summary["skipped"] += 1
+        continue
+      if wav.size == 0 or not np.all(np.isfinite(wav)):
+        summary["skipped"] += 1
+        continue
+      wavs.append(wav)
+      records.append(record)
+    bar = tqdm(total=2, desc=f"tokenizing {corpus}/{split} ({len(wavs)} clips)",
+               disable=not progress)
+    ids = semantic_tokens(semantic_tokenizer, wavs, batch_size)
+    bar.update(1)
+    codes = acoustic_tokens(codec, wavs, batch_size, samples_per_frame=spf)
+    bar.update(1)
+    bar.close()
+    out = []
+    for record, s, a in zip(records, ids, codes):
+      example = {"semantic": s, "acoustic": a}
+      for key in ("speaker_id", "sentence_id", "transcript"):
+        if key in record:
+          value = record[key]
+          example[key] = value.decode() if isinstance(value, bytes) else value
+      out.append(example)
+    summary["splits"][split] = len(out)
+    return out
+
+  tokenized = {split: tokenize_split(split) for split in splits}
+  info = CacheInfo(frame_ratio=ratio, semantic_vocab_size=semantic_tokenizer.num_clusters,
+                   acoustic_vocab_size=codec.config.codebook_size,
+                   num_quantizers=codec.num_quantizers, samples_per_frame=spf)
+  summary["path"] = write_token_cache(cache_dir, tokenized, info)
+  return summary

@@ -1,0 +1,1 @@
+"""The shipped configs (installed as `audiolm_jax.configs`): one file per model or experiment."""
