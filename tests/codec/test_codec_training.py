@@ -1,5 +1,12 @@
-"""Codec training with a plain optax loop: gradients reach the encoder, and the `tiny` preset
-demonstrably learns one fixed batch: SI-SNR rises and decoded audio improves with every level."""
+"""Codec training with a plain optax loop: gradients reach the encoder, and the `tiny` codec
+demonstrably learns one fixed batch: SI-SNR rises and decoded audio improves with every level.
+
+The batch is 20 frame vectors, so the test codec keeps 4 codes per level (with the preset's 32,
+level 1 alone can give each vector its own code) and always uses every level: quantizer dropout
+teaches the decoder to reproduce a memorised batch from level 1 alone (measured: mel distance
+0.134 at 1 level and 0.135 at 4 after 600 steps). That levels refine *held-out* audio with
+dropout on is measured on the trained `cpu` codec by experiments/codec_bitrate.py.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -7,18 +14,19 @@ import numpy as np
 import optax
 import pytest
 
-from audiolm_jax.codec import losses
+from audiolm_jax.codec import losses, soundstream
 from audiolm_jax.codec.soundstream import CodecConfig, SoundStream
 from audiolm_jax.config import load_config
 from audiolm_jax.layers.spectral import log_mel_distance
 
 PRESET = load_config("codec:tiny")
-MODEL = SoundStream(CodecConfig.from_dict(PRESET.model))
+CONFIG = CodecConfig.from_dict({**PRESET.model, "codebook_size": 4, "quantizer_dropout": False})
+MODEL = SoundStream(CONFIG)
 # Reconstruction only: every gradient that reaches the encoder has come through the
 # straight-through estimator of the quantiser (no commitment term).
 LOSS = losses.CodecLossConfig.from_dict(PRESET.loss, commitment_weight=0.0)
 OPTIMIZER = optax.adam(3e-3)
-STEPS = 150
+STEPS = 300
 
 
 @jax.jit
@@ -62,8 +70,13 @@ def _batch():
   return np.stack(wavs).astype(np.float32)
 
 
-def test_straight_through_gradients_reach_the_encoder(tiny_variables):
-  params, stats = tiny_variables["params"], tiny_variables["vq_stats"]
+@pytest.fixture(scope="module")
+def variables(numpy_init):
+  return numpy_init(soundstream.init, CONFIG, jax.random.key(0))
+
+
+def test_straight_through_gradients_reach_the_encoder(variables):
+  params, stats = variables["params"], variables["vq_stats"]
   _, _, new_stats, metrics, grads = train_step(params, OPTIMIZER.init(params), stats, _batch(),
                                                jax.random.key(0))
   for part in ("encoder", "decoder"):
@@ -78,9 +91,9 @@ def test_straight_through_gradients_reach_the_encoder(tiny_variables):
 
 
 @pytest.fixture(scope="module")
-def overfit(tiny_variables):
-  """The tiny codec after STEPS steps on one batch: (params, stats, history of metrics)."""
-  params, stats = tiny_variables["params"], tiny_variables["vq_stats"]
+def overfit(variables):
+  """The test codec after STEPS steps on one batch: (params, stats, history of metrics)."""
+  params, stats = variables["params"], variables["vq_stats"]
   opt_state = OPTIMIZER.init(params)
   wav = _batch()
   history = [float(losses.si_snr(wav, decode_levels(params, stats, wav)[-1]).mean())]
@@ -106,4 +119,7 @@ def test_decoded_audio_improves_with_every_level(overfit):
   wav = _batch()
   decoded = decode_levels(params, stats, wav)                          # [Q, B, S]
   distance = [float(log_mel_distance(wav, d).mean()) for d in decoded]
-  assert all(a > b for a, b in zip(distance, distance[1:])), distance
+  snr = [float(losses.si_snr(wav, d).mean()) for d in decoded]
+  # Measured: mel distance 0.48, 0.37, 0.32, 0.25 and SI-SNR 1.5, 10.4, 13.4, 15.5 dB.
+  assert all(a > b + 0.02 for a, b in zip(distance, distance[1:])), distance
+  assert all(b > a + 1.0 for a, b in zip(snr, snr[1:])), snr
