@@ -129,11 +129,8 @@ class CodecTask(Task):
   # ------------------------------------------------------------------------------ data
 
   def make_iterator(self, split, process_index, process_count):
-    if self.config.batch_size % process_count:
-      raise ConfigError(f"batch_size={self.config.batch_size} is not divisible by "
-                        f"{process_count} processes")
     iterator = make_audio_iterator(
-        self.data_cfg, batch_size=self.config.batch_size // process_count,
+        self.data_cfg, batch_size=self.rows_per_process(process_count),
         seed=self.config.seed, split=split, process_index=process_index,
         process_count=process_count, train=split == self.data_cfg.split)
     return SelectKeys(iterator, BATCH_KEYS)

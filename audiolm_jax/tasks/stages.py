@@ -195,11 +195,8 @@ class StageLMTask(Task):
     return tokens_dir
 
   def make_iterator(self, split: str, process_index: int, process_count: int):
-    if self.config.batch_size % process_count:
-      raise ConfigError(f"batch_size={self.config.batch_size} is not divisible by "
-                        f"{process_count} processes")
     data = self.config.data
-    rows = self.config.batch_size // process_count
+    rows = self.rows_per_process(process_count)
     train = split == data.split
     ds = token_dataset(self.stage, self._tokens_dir(), split, seed=self.config.seed,
                        train=train)

@@ -76,10 +76,7 @@ class W2VBertTask(Task):
     self.crop_samples = self.data_cfg.crop_samples
 
   def make_iterator(self, split, process_index, process_count):
-    if self.config.batch_size % process_count:
-      raise ConfigError(f"batch_size={self.config.batch_size} is not divisible by "
-                        f"{process_count} processes")
-    rows = self.config.batch_size // process_count
+    rows = self.rows_per_process(process_count)
     iterator = make_audio_iterator(self.data_cfg, batch_size=rows, seed=self.config.seed,
                                    split=split, process_index=process_index,
                                    process_count=process_count,

@@ -127,6 +127,13 @@ class Task(abc.ABC):
   def __init__(self, config: ml_collections.ConfigDict):
     self.config = config
 
+  def rows_per_process(self, process_count: int) -> int:
+    """This process's share of the global `config.batch_size` (a clear error if uneven)."""
+    if self.config.batch_size % process_count:
+      raise ConfigError(f"batch_size={self.config.batch_size} is not divisible by "
+                        f"{process_count} processes")
+    return self.config.batch_size // process_count
+
   @abc.abstractmethod
   def make_iterator(self, split: str, process_index: int, process_count: int) -> DataIterator:
     """This process's rows of every global batch of `split`, with get_state/set_state."""

@@ -103,11 +103,8 @@ class ToyLMTask(Task):
     self.model = Transformer(self.model_cfg)
 
   def make_iterator(self, split, process_index, process_count):
-    if self.config.batch_size % process_count:
-      raise ConfigError(f"batch_size={self.config.batch_size} is not divisible by "
-                        f"{process_count} processes")
     ds = make_dataset(self.config.data, self.model_cfg.vocab_size, split, self.config.seed,
-                      self.config.batch_size // process_count, process_index, process_count)
+                      self.rows_per_process(process_count), process_index, process_count)
     return iter(ds)
 
   def batch_spec(self, batch_size):

@@ -137,3 +137,10 @@ def test_distributed_settings(monkeypatch):
   monkeypatch.setenv("JAX_PROCESS_ID", "0")
   assert distributed.initialize() == distributed.ProcessInfo(0, 1, "environment")
   assert os.environ["JAX_PROCESS_ID"] == "0"
+
+
+def test_every_task_splits_the_global_batch_over_processes_in_one_place():
+  task = toy_lm.ToyLMTask(toy_config(batch_size=6))
+  assert task.rows_per_process(1) == 6 and task.rows_per_process(3) == 2
+  with pytest.raises(ConfigError, match="batch_size=6 is not divisible by 4 processes"):
+    task.make_iterator("train", 0, 4)
