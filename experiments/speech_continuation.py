@@ -16,8 +16,8 @@ never trained on):
 - `acoustic_only`: the same prompts continued by the acoustic-only ablation.
 
 Metrics, each with a 95% bootstrap interval over utterances or prompts:
-- `wer`, `cer`: pocketsphinx with a domain language model built from the *training*
-  transcripts (`eval/asr.py`), for systems that say a known text (a continuation has no
+- `wer`, `cer`: pocketsphinx adapted to the corpus's *training* split (`eval/asr.py`,
+  `PocketSphinxASR.for_corpus`), for systems that say a known text (a continuation has no
   reference transcript: its WER is undefined and not reported);
 - `speaker_accuracy`: nearest-centroid speaker identification with Resemblyzer's pretrained
   encoder (`eval/speaker.py`) among the speakers of the data set, centroids from each
@@ -29,9 +29,10 @@ Metrics, each with a 95% bootstrap interval over utterances or prompts:
   (perplexity per token): a content measure that needs no transcript; for the original it is
   also the semantic LM's held-out perplexity.
 
-Writes `speech_continuation.json` (`{"speaker_metric": {...}, "rows": [...]}`),
-`speech_continuation.md`, `speech_continuation.png` (bars with intervals) and example wavs in
-`speech_examples/` to the output folder.
+Writes `speech_continuation.json` (`{"speaker_metric": {...}, "rows": [...]}`; a row holds
+`system`, `data` (synthetic or librispeech), `split`, `set` (data/split), `n` and its metrics
+with `<name>_ci` intervals), `speech_continuation.md`, `speech_continuation.png` (bars with
+intervals) and example wavs in `speech_examples/` to the output folder.
 """
 
 from __future__ import annotations
@@ -138,7 +139,9 @@ class Scorer:
     self.enrol_embeddings = enrol
 
   def row(self, system, audios, speakers, texts=None) -> dict:
-    row = {"system": system, "data": self.data.name, "n": len(audios)}
+    data, _, split = self.data.name.partition("/")
+    row = {"system": system, "data": data, "split": split, "set": self.data.name,
+           "n": len(audios)}
     emb = self.encoder.embed_many(audios)
     _, correct = speaker_lib.nearest_centroid_accuracy(self.enrol_embeddings, self.enrol_labels,
                                                        emb, speakers)
@@ -243,18 +246,29 @@ def evaluate(cfg) -> dict:
   return {"speaker_metric": {
       "encoder": "Resemblyzer GE2E (pretrained, 256-d), cosine to speaker centroids",
       "sets": ceilings,
-      "ceiling": {r["data"]: r["speaker_accuracy"] for r in rows if r["system"] == "original"}},
+      "ceiling": {r["set"]: r["speaker_accuracy"] for r in rows if r["system"] == "original"}},
           "config": cfg.to_dict(), "rows": rows}
 
 
 def make_recognizer(cfg, workdir):
-  """pocketsphinx with a domain language model of the training transcripts (none are from
-  the test sentences)."""
+  """`PocketSphinxASR.for_corpus` on the corpus's `train` split only (no test sentence): the
+  acoustic model MAP-adapted to its clips, the bundled general trigram (the choice of
+  experiments/asr_floor.py on `validation`). Give `asr_workdir` asr_floor's workdir to reuse its
+  adaptation (same transcripts, clips and settings)."""
   from audiolm_jax.eval import asr as asr_lib  # pylint: disable=g-import-not-at-top
   source = corpora.data_source(cfg.corpus, "train", cfg.data_dir or None,
                                cfg.corpus_build or None)
-  texts = sorted({source[i]["transcript"].decode() for i in range(len(source))})
-  return asr_lib.PocketSphinxASR.for_corpus(texts, workdir)
+  texts = [source[i]["transcript"].decode() for i in range(len(source))]
+
+  class Clips:  # Read on demand: the adaptation iterates them several times.
+    def __len__(self):
+      return len(source)
+
+    def __getitem__(self, i):
+      return source[i]["audio"]
+
+  return asr_lib.PocketSphinxASR.for_corpus(texts, workdir, train_clips=Clips(),
+                                            log=lambda line: print(f"asr adapt: {line}"))
 
 
 # --------------------------------------------------------------------------- outputs
@@ -271,10 +285,10 @@ def _fmt(row, key):
 def write_markdown(report, path):
   keys = ("wer", "cer", "speaker_accuracy", "speaker_similarity", "speaker_similarity_others",
           "content_perplexity")
-  lines = ["| data | system | n | " + " | ".join(keys) + " |",
+  lines = ["| set | system | n | " + " | ".join(keys) + " |",
            "|---|---|---|" + "---|" * len(keys)]
   for row in report["rows"]:
-    lines.append(f"| {row['data']} | {row['system']} | {row['n']} | "
+    lines.append(f"| {row['set']} | {row['system']} | {row['n']} | "
                  + " | ".join(_fmt(row, k) for k in keys) + " |")
   with open(path, "w") as f:
     f.write("\n".join(lines) + "\n")
@@ -285,14 +299,14 @@ def write_plot(report, path):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   keys = ("speaker_accuracy", "speaker_similarity", "wer", "content_perplexity")
-  sets = sorted({r["data"] for r in report["rows"]})
+  sets = sorted({r["set"] for r in report["rows"]})
   fig, axes = plt.subplots(1, len(keys), figsize=(4.6 * len(keys), 3.8))
   width = 0.8 / max(1, len(sets))
   for ax, key in zip(axes, keys):
     for k, name in enumerate(sets):
       xs, ys, err = [], [], [[], []]
       for x, system in enumerate(SYSTEMS):
-        row = next((r for r in report["rows"] if r["data"] == name and r["system"] == system),
+        row = next((r for r in report["rows"] if r["set"] == name and r["system"] == system),
                    None)
         if row is None or row.get(key) is None:
           continue

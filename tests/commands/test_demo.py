@@ -73,3 +73,29 @@ def test_generate_continuation_and_unconditional(demo_run, tmp_path):
   bad = cli("generate", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.wav"),
             check=False)
   assert bad.returncode == 1 and "no checkpoint" in bad.stderr
+
+
+def test_speech_continuation_experiment_on_the_demo_parts(demo_run, tiny_data_dir, tmp_path):
+  """experiments/speech_continuation.py end to end on the tiny demo's parts: every system
+  scored, the metrics that apply to each and none that do not, the files written."""
+  from experiment_helpers import load_experiment
+  speech = load_experiment("speech_continuation")
+  out = tmp_path / "results"
+  assert speech.main(["--config", "speech_continuation.py:tiny", f"--config.run_dir={demo_run}",
+                      f"--config.data_dir={tiny_data_dir}", "--config.corpus_build=tiny",
+                      f"--config.out_dir={out}"]) == 0
+  report = json.load(open(out / "speech_continuation.json"))
+  rows = {r["system"]: r for r in report["rows"]}
+  assert {"original", "codec", "semantic_to_acoustic", "continuation"} <= set(rows)
+  assert all(r["data"] == "synthetic" and r["n"] >= 1 for r in rows.values())
+  assert rows["original"]["speaker_accuracy"] == report["speaker_metric"]["ceiling"][
+      "synthetic/test"]
+  for system in ("original", "codec", "semantic_to_acoustic"):
+    assert 0 <= rows[system]["wer"] and len(rows[system]["wer_ci"]) == 2
+  assert "wer" not in rows["continuation"]  # No reference transcript: undefined, not invented.
+  assert 0 <= rows["continuation"]["speaker_accuracy"] <= 1
+  assert (out / "speech_continuation.md").exists() and (out / "speech_continuation.png").exists()
+  # A bad run folder is a one-line error and exit code 1.
+  assert speech.main(["--config", "speech_continuation.py:tiny",
+                      f"--config.run_dir={tmp_path / 'nothing'}",
+                      f"--config.data_dir={tiny_data_dir}"]) == 1
