@@ -4,7 +4,7 @@
   audiolm-jax train --config experiments/configs/codec.py:paper --workdir gs://.../codec \
       --config.data.corpus=audio_folder --config.data.data_dir=/data/librilight
 
-Variants: `tiny` (tests, seconds), `cpu` (two CPU cores, under 2 hours; add
+Variants: `tiny` (tests, seconds), `cpu` (two CPU cores, about an hour; add
 `--config.data.mixture=synthetic_speech:2,audio_folder/librispeech_excerpts:1` to train on
 real speech too, as the committed results do),
 `paper` (SoundStream as used by AudioLM: C=32, strides 2,4,5,8 = 320 samples = 50 Hz at
@@ -144,14 +144,15 @@ def get_config(arg=None):
                            stft_channel_mults=SOUNDSTREAM_STFT_MULTS,
                            stft_time_strides=SOUNDSTREAM_STFT_STRIDES)
     c.data.update(config_name=None, crop_seconds=0.5, num_threads=2, prefetch=32)
-    # The budget (2 h alone on 2 cores, measured): the discriminators are 2/3 of an
-    # adversarial step (1.2 steps/s; reconstruction only: 3.6), so the codec first trains
-    # 20000 steps on reconstruction alone (the warm-up phase compiles no discriminator, ~95
-    # min), then 1500 adversarial steps (~20 min). Widening to C=16 cost 3.5x per step for no
-    # gain per step in 200 steps; lr 2e-3 diverged, 3e-4 learnt slower than 1e-3 (500-step
-    # probes, experiments/README.md).
-    c.total_steps = 21500
-    c.disc_warmup_steps = 20000
+    # The budget (about 1 h alone on 2 cores, measured): the discriminators are 2/3 of an
+    # adversarial step (1.3 steps/s; reconstruction only: 4.2), so the codec first trains
+    # 11000 steps on reconstruction alone (the warm-up phase compiles no discriminator, ~45
+    # min), then 1000 adversarial steps (~13 min); the committed results are this run
+    # (experiments/README.md).
+    # Widening to C=16 cost 3.5x per step for no gain per step in 200 steps; lr 2e-3 learnt
+    # worse, 3e-4 slower than 1e-3 (500-step probes, experiments/README.md).
+    c.total_steps = 12000
+    c.disc_warmup_steps = 11000
     c.batch_size = 8
     c.checkpoint_every = 1000
     c.eval_every = 1000
