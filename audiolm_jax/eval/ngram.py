@@ -220,6 +220,18 @@ def _to_backoff(prob: Callable[[str, tuple[str, ...]], float], predicted: Sequen
   return model
 
 
+def _context_stats(tables) -> tuple[list[collections.Counter], list[collections.Counter]]:
+  """Per order and context: the total count of its n-grams and the number of distinct next
+  words (the two sums every interpolated estimate divides by)."""
+  totals = [collections.Counter() for _ in tables]
+  types = [collections.Counter() for _ in tables]
+  for n, table in enumerate(tables):
+    for gram, c in table.items():
+      totals[n][gram[:-1]] += c
+      types[n][gram[:-1]] += 1
+  return totals, types
+
+
 def _prepare(sentences: Iterable[Sequence[str]]) -> list[tuple[str, ...]]:
   return [(BOS, *s, EOS) for s in sentences]
 
@@ -263,13 +275,7 @@ def kneser_ney(sentences: Iterable[Sequence[str]], order: int = 3,
     n2 = sum(1 for c in table.values() if c == 2)
     discounts.append(min(0.95, n1 / (n1 + 2 * n2)) if n1 and n2 else 0.5)
   predicted = sorted(({g[0] for g in kn[0]} | set(vocabulary) | {EOS}) - {BOS})
-  # Per context: total count, number of distinct next words.
-  totals = [collections.Counter() for _ in range(order)]
-  types = [collections.Counter() for _ in range(order)]
-  for n, table in enumerate(kn):
-    for gram, c in table.items():
-      totals[n][gram[:-1]] += c
-      types[n][gram[:-1]] += 1
+  totals, types = _context_stats(kn)
   uniform = 1.0 / len(predicted)
   cache = {}
 
@@ -317,12 +323,7 @@ def witten_bell(sentences: Iterable[Sequence[str]], order: int = 3,
       for i in range(1 if n == 1 else 0, len(s) - n + 1):
         counts[n - 1][s[i:i + n]] += 1
   predicted = sorted(({g[0] for g in counts[0]} | set(vocabulary) | {EOS}) - {BOS})
-  totals = [collections.Counter() for _ in range(order)]
-  types = [collections.Counter() for _ in range(order)]
-  for n, table in enumerate(counts):
-    for gram, c in table.items():
-      totals[n][gram[:-1]] += c
-      types[n][gram[:-1]] += 1
+  totals, types = _context_stats(counts)
   uniform = 1.0 / len(predicted)
   cache = {}
 
