@@ -220,6 +220,17 @@ def _to_backoff(prob: Callable[[str, tuple[str, ...]], float], predicted: Sequen
   return model
 
 
+def _ngram_counts(sents: list[tuple[str, ...]], order: int) -> list[collections.Counter]:
+  """Counts of every n-gram, n = 1..order, of sentences with <s> and </s> (<s> is never
+  counted as a unigram: it is a context, not a prediction)."""
+  counts = [collections.Counter() for _ in range(order)]
+  for s in sents:
+    for n in range(1, order + 1):
+      for i in range(1 if n == 1 else 0, len(s) - n + 1):
+        counts[n - 1][s[i:i + n]] += 1
+  return counts
+
+
 def _context_stats(tables) -> tuple[list[collections.Counter], list[collections.Counter]]:
   """Per order and context: the total count of its n-grams and the number of distinct next
   words (the two sums every interpolated estimate divides by)."""
@@ -253,12 +264,7 @@ def kneser_ney(sentences: Iterable[Sequence[str]], order: int = 3,
   Returns:
     The model. Predicted words are the seen ones, `vocabulary` and </s>.
   """
-  sents = _prepare(sentences)
-  counts = [collections.Counter() for _ in range(order)]
-  for s in sents:
-    for n in range(1, order + 1):
-      for i in range(1 if n == 1 else 0, len(s) - n + 1):
-        counts[n - 1][s[i:i + n]] += 1
+  counts = _ngram_counts(_prepare(sentences), order)
   # Continuation counts for orders below the top: distinct left neighbours.
   kn = [collections.Counter() for _ in range(order)]
   kn[order - 1] = counts[order - 1]
@@ -316,12 +322,7 @@ def witten_bell(sentences: Iterable[Sequence[str]], order: int = 3,
   Returns:
     The model. Predicted words are the seen ones, `vocabulary` and </s>.
   """
-  sents = _prepare(sentences)
-  counts = [collections.Counter() for _ in range(order)]
-  for s in sents:
-    for n in range(1, order + 1):
-      for i in range(1 if n == 1 else 0, len(s) - n + 1):
-        counts[n - 1][s[i:i + n]] += 1
+  counts = _ngram_counts(_prepare(sentences), order)
   predicted = sorted(({g[0] for g in counts[0]} | set(vocabulary) | {EOS}) - {BOS})
   totals, types = _context_stats(counts)
   uniform = 1.0 / len(predicted)
