@@ -81,7 +81,8 @@ def _read(ckpt: _Checkpoint, expected: Mapping[str, PyTree]) -> tuple[dict[str, 
   """`({"params": ..., and extra subtrees}, field)` as numpy arrays, checked against `expected`.
 
   `expected["params"]` is read from `ema_params` when the run kept an EMA (`field` says which);
-  every other key `k` of `expected` from `extra/k`. Only those arrays are read.
+  every other key `k` of `expected` from `extra/k`. Only those arrays are read, and they are
+  checked against the checksums saved with them.
   """
   saved_state = files.saved_tree(ckpt.step_dir)
   field = "ema_params" if jax.tree.leaves(saved_state.get("ema_params")) else "params"
@@ -91,7 +92,10 @@ def _read(ckpt: _Checkpoint, expected: Mapping[str, PyTree]) -> tuple[dict[str, 
       saved[k] = (saved_state.get("extra") or {}).get(k) or {}
   files.check_tree(ckpt.step_dir, saved, dict(expected), f"the saved {field}",
                    "the model config saved with it")
-  return files.read_arrays(ckpt.step_dir, saved), field
+  arrays = files.read_arrays(ckpt.step_dir, saved)
+  for k, tree in arrays.items():  # Damaged files fail here, not as noise later.
+    files.verify(ckpt.step_dir, tree, prefix=field if k == "params" else f"extra/{k}")
+  return arrays, field
 
 
 def _model_config(ckpt: _Checkpoint, build: Callable[[], Any]):

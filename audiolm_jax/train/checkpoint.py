@@ -9,8 +9,13 @@ Saves are asynchronous (training continues while arrays are written) and atomic 
 directory appears only once complete); the last `keep` are kept. Restoring targets the
 shardings of the *current* mesh, so a run saved on one mesh resumes on another.
 
-A checkpoint that cannot be read is reported in one line, moved to `checkpoints.corrupt/`
-(so orbax can save that step again) and the next older one is tried.
+Integrity: every save also writes `integrity/` (JSON), a checksum of each array's bits
+(`checkpoint_files.integrity_record`), and a state holding NaN or inf is never saved. A restore
+recomputes the checksums on the restored arrays. A checkpoint that cannot be read or fails the
+check is reported in one line, moved to `checkpoints.corrupt/` (so orbax can save that step
+again) and the next older one is tried; if every checkpoint fails, the run stops with one line
+rather than silently starting afresh. Since only verified states are saved and restored, the
+`keep` newest checkpoints orbax keeps are never fewer good ones than there were.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from audiolm_jax.checkpoint_files import CONFIG, DATA, STATE, check_tree, one_line
+from audiolm_jax import checkpoint_files
+from audiolm_jax.checkpoint_files import CONFIG, DATA, INTEGRITY, STATE, check_tree, one_line
 from audiolm_jax.errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -106,7 +112,8 @@ class Checkpointer:
     self._manager = ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers={STATE: ocp.StandardCheckpointHandler(), DATA: DataStateHandler(),
-                       CONFIG: ocp.JsonCheckpointHandler()})
+                       CONFIG: ocp.JsonCheckpointHandler(),
+                       INTEGRITY: ocp.JsonCheckpointHandler()})
 
   def all_steps(self) -> list[int]:
     return sorted(self._manager.all_steps())
@@ -116,12 +123,21 @@ class Checkpointer:
 
   def save(self, step: int, state: PyTree, data_state: dict[str, Any] | None,
            config: dict[str, Any]) -> bool:
-    """Starts an asynchronous save of `step`; False if that step is already saved."""
+    """Starts an asynchronous save of `step`; False if that step is already saved, or if the
+    state holds NaN or inf (never saved: it would replace a good checkpoint)."""
     if step in self._manager.all_steps():
+      return False
+    record = checkpoint_files.integrity_record(state)
+    if record["nonfinite"]:
+      names = record["nonfinite"]
+      log.error("step %d: not saved, %d arrays of the state hold NaN or inf (%s); the "
+                "checkpoints in %s are kept as they are", step, len(names),
+                ", ".join(names[:3]), self.directory)
       return False
     args = ocp.args.Composite(**{STATE: ocp.args.StandardSave(state),
                                  DATA: DataStateSave(data_state or {}),
-                                 CONFIG: ocp.args.JsonSave(config)})
+                                 CONFIG: ocp.args.JsonSave(config),
+                                 INTEGRITY: ocp.args.JsonSave(record)})
     return self._manager.save(step, args=args, force=True)
 
   def restore(self, step: int, target: PyTree) -> Restored:
@@ -129,17 +145,21 @@ class Checkpointer:
     args = ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target),
                                  DATA: DataStateRestore(), CONFIG: ocp.args.JsonRestore()})
     out = self._manager.restore(step, args=args)
+    path = os.path.join(self.directory, str(step))
+    checkpoint_files.verify(path, out[STATE])
     return Restored(step=step, state=out[STATE], data_state=out[DATA], config=out[CONFIG],
-                    path=os.path.join(self.directory, str(step)))
+                    path=path)
 
   def restore_latest(self, target: PyTree) -> Restored | None:
-    """The newest readable checkpoint, or None if there is none.
+    """The newest checkpoint that reads and passes its integrity check; None if there is none.
 
-    An unreadable one (truncated, corrupt, partially deleted) is reported in one line, moved
-    aside and the next older one is tried. A checkpoint that reads but does not fit `target`
-    (a changed model or optimizer) is an error, not corruption.
+    An unreadable or damaged one (truncated, bit-flipped, partially deleted) is reported in one
+    line, moved aside and the next older one is tried; if all fail, `CheckpointError`. A
+    checkpoint that reads but does not fit `target` (a changed model or optimizer) is an
+    error, not corruption.
     """
-    for step in sorted(self._manager.all_steps(), reverse=True):
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    for step in steps:
       check_compatible(os.path.join(self.directory, str(step)), target)
       try:
         return self.restore(step, target)
@@ -149,6 +169,11 @@ class Checkpointer:
         log.warning("checkpoint step %d is unreadable (%s); moved to %s; %s", step,
                     one_line(e), moved,
                     f"trying step {max(older)}" if older else "no older checkpoint")
+    if steps:
+      raise CheckpointError(
+          f"{self.directory}: all {len(steps)} checkpoints failed to read or verify (moved to "
+          f"{self.directory.rstrip('/') + CORRUPT_SUFFIX}); to start this run afresh, use a new "
+          "workdir or remove that folder's checkpoints")
     return None
 
   def _move_aside(self, step: int) -> str:

@@ -153,6 +153,20 @@ def test_load_codec_reports_bad_workdirs(run, tmp_path):
   with pytest.raises(CheckpointError):
     pretrained.load_codec(corrupt)
 
+  # Flipped bits that still decode as numbers fail the checksums saved with the checkpoint.
+  flipped = str(tmp_path / "flipped" / "3")
+  shutil.copytree(os.path.join(workdir, "checkpoints", "3"), flipped)
+  pretrained.load_codec(flipped)
+  files = [os.path.join(d, n) for d, _, names in os.walk(os.path.join(flipped, "state"))
+           for n in names if os.sep + "d" in d and not n.startswith("_")]
+  largest = max(files, key=os.path.getsize)
+  data = bytearray(open(largest, "rb").read())
+  for i in range(500, len(data), 997):
+    data[i] ^= 0x01
+  open(largest, "wb").write(bytes(data))
+  with pytest.raises(CheckpointError, match="checksums|unreadable|NaN"):
+    pretrained.load_codec(flipped)
+
 
 def test_invalid_rows_get_no_weight(run, tiny_data_dir):
   """A row with valid=False changes no loss term, whatever its audio (even NaN)."""

@@ -5,6 +5,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TOY = os.path.join(REPO, "tests", "support", "toy_lm_config.py")
 
@@ -28,8 +30,23 @@ def cli_args(workdir, *extra, **overrides):
           + [f"--config.{k}={v}" for k, v in pairs.items()] + list(extra))
 
 
-# Set by the `compilation_cache` fixture (conftest.py).
+# Set by the `compilation_cache` fixture.
 CACHE = {}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """A persistent XLA cache shared by this session's trainer runs, subprocesses included.
+
+  Imported by the conftest.py of the trainer and reliability tests. The same programs are
+  compiled many times (straight run, killed run, resumed run); the cache only skips
+  recompilation, the programs and their results are unchanged.
+  """
+  import jax
+  path = str(tmp_path_factory.mktemp("jax_cache"))
+  CACHE["dir"] = path
+  jax.config.update("jax_compilation_cache_dir", path)
+  yield path
 
 
 def subprocess_env(devices=1):
