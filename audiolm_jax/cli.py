@@ -52,6 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def os_error_line(e: OSError) -> str:
+  """"PATH: what went wrong" (the OS's words), or the error's own text."""
+  what = e.strerror or str(e)
+  if e.filename is not None:
+    target = f" -> {e.filename2}" if e.filename2 is not None else ""
+    return f"{e.filename}{target}: {what}"
+  return what
+
+
 def main(argv=None) -> int:
   argv = list(sys.argv[1:] if argv is None else argv)
   debug = "--debug" in argv
@@ -77,6 +86,17 @@ def main(argv=None) -> int:
     if debug:
       traceback.print_exc()
     print(f"audiolm-jax: error: {e}", file=sys.stderr)
+    return 1
+  except OSError as e:  # A full or read-only disk, a missing or unreadable path, ...
+    if debug:
+      traceback.print_exc()
+    print(f"audiolm-jax: error: {os_error_line(e)}", file=sys.stderr)
+    return 1
+  except MemoryError:
+    if debug:
+      traceback.print_exc()
+    print("audiolm-jax: error: out of memory (a shorter input, a smaller batch_size or "
+          "fewer files at once will fit)", file=sys.stderr)
     return 1
   except KeyboardInterrupt:
     print("audiolm-jax: interrupted", file=sys.stderr)

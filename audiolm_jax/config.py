@@ -16,6 +16,7 @@ from __future__ import annotations
 import ast
 import importlib.util
 import json
+import math
 import os
 from typing import Any, Iterable, Sequence
 
@@ -41,18 +42,25 @@ def config_dirs() -> list[str]:
 
 
 def resolve_config_path(path: str) -> str:
-  """An existing config file for `path`: the path itself (relative to the working directory),
-  else a shipped config of that file name (`codec`, `codec.py`, `experiments/configs/codec.py`
-  all name the shipped codec config)."""
-  candidates = [path]
-  if not path.endswith(".py"):
-    candidates.append(path + ".py")
-  candidates += [os.path.join(d, os.path.basename(c)) for d in config_dirs()
-                 for c in list(candidates)]
+  """The config file that `path` names.
+
+  A bare name (`codec`, `codec.py`: no folder in it) names a *shipped* config only, so that a
+  stray `codec.py` in the working directory never runs in its place. A path with a folder
+  (`./my_codec.py`, `experiments/configs/codec.py`, `/abs/x.py`) is that file; if it does not
+  exist, the shipped config of that file name (so the repository's paths work from anywhere).
+  A config file is Python code and is executed: load only configs you trust.
+  """
+  name = path if path.endswith(".py") else path + ".py"
+  shipped = [os.path.join(d, os.path.basename(name)) for d in config_dirs()]
+  bare = os.path.dirname(path) == ""
+  candidates = shipped if bare else [path, name, *shipped]
   for c in candidates:
     if os.path.isfile(c):
       return c
-  raise ConfigError(f"config file {path!r} not found (looked for {', '.join(candidates)})")
+  hint = (f"; a config file of your own is named with its folder, e.g. ./{name}"
+          if bare and os.path.isfile(name) else "")
+  raise ConfigError(f"config file {path!r} not found (looked for "
+                    f"{', '.join(dict.fromkeys(candidates))}){hint}")
 
 
 def _load_module(path: str):
@@ -112,9 +120,12 @@ def _parse_value(key: str, text: str, current: Any) -> Any:
       raise ConfigError(f"--config.{key}: expected an integer, got {text!r}") from None
   if isinstance(current, float):
     try:
-      return float(text)
+      value = float(text)
     except ValueError:
       raise ConfigError(f"--config.{key}: expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+      raise ConfigError(f"--config.{key}: expected a finite number, got {text!r}")
+    return value
   if isinstance(current, str):
     return text
   if isinstance(current, (tuple, list)):

@@ -15,6 +15,11 @@ from __future__ import annotations
 import argparse
 import os
 
+# Limits of `generate`: an hour of audio takes about an hour of sampling at the cpu presets
+# (past it a typo such as 1e9 would run for years), and clips are sampled as one batch.
+MAX_SECONDS = 3600.0
+MAX_SAMPLES = 256
+
 
 def register(subparsers) -> None:
   parser = subparsers.add_parser(
@@ -43,13 +48,22 @@ def _continue(args) -> int:
   from audiolm_jax.audiolm import PARTS, AudioLM
   from audiolm_jax.data.audio import load_audio, write_wav
   from audiolm_jax.errors import ConfigError
+  from audiolm_jax.commands import checks
   if not args.out:
     raise ConfigError("generate: --out OUT.wav is required (or use `generate decode`)")
+  checks.seconds(args.seconds, "--seconds", maximum=MAX_SECONDS)
+  checks.count(args.num_samples, "--num_samples", maximum=MAX_SAMPLES)
+  for path in _output_paths(args.out, 1 if args.prompt else args.num_samples):
+    checks.output_file(path, "--out")
   parts = {p: getattr(args, p) for p in PARTS if getattr(args, p)}
   if not args.run and len(parts) < len(PARTS):
     raise ConfigError("generate: give --run W (a run directory) or every part's flag")
   lm = AudioLM.from_run_dir(args.run or ".", parts)
   prompt = None if args.prompt is None else load_audio(args.prompt, lm.sample_rate)
+  if prompt is not None and len(prompt) >= args.seconds * lm.sample_rate:
+    raise ConfigError(f"--seconds {args.seconds:g}: not longer than the "
+                      f"{len(prompt) / lm.sample_rate:.2f} s prompt (the length is the "
+                      "result's, prompt included)")
   stages = tqdm(total=5, desc="generate", bar_format="{desc}: {n}/{total} {postfix}")
   progress = lambda msg: (stages.set_postfix_str(msg), stages.update(1))
   out = lm.generate(prompt, seconds=args.seconds, rng=jax.random.key(args.seed),
@@ -109,7 +123,11 @@ def _decode(args) -> int:
   from audiolm_jax.errors import ConfigError, DataError
   from audiolm_jax.formats import AcousticCodes
   # pylint: enable=g-import-not-at-top
+  from audiolm_jax.commands import checks
   codes = AcousticCodes.load(args.codes)
+  n_out = 1 if args.index is not None else len(codes.codes)
+  for path in _output_paths(args.out, n_out):
+    checks.output_file(path, "OUT.wav")
   codec = pretrained.load_codec(args.codec)
   stored = codes.num_levels
   made_by = (codes.codebook_size, codes.sample_rate, codes.frame_rate)

@@ -96,6 +96,8 @@ def _fit_kmeans(args) -> int:
   from audiolm_jax import pretrained
   from audiolm_jax.tasks import w2v_bert as w2v_bert_task
   # pylint: enable=g-import-not-at-top
+  from audiolm_jax.commands import checks
+  checks.output_dir(args.out, "--out")
   model = pretrained.load_w2v_bert(args.w2v_bert) if args.w2v_bert else None
   cfg = _fit_settings(args, model)
   tokenizer, info = w2v_bert_task.fit_and_save_tokenizer(
@@ -134,6 +136,8 @@ def _semantic(args) -> int:
   from audiolm_jax.formats import SemanticIds
   from audiolm_jax.frames import SAMPLE_RATE
   # pylint: enable=g-import-not-at-top
+  from audiolm_jax.commands import checks
+  checks.output_file(args.out, "--out")
   tokenizer = pretrained.load_semantic_tokenizer(args.tokenizer, args.w2v_bert)
   wavs = [load_audio(p, SAMPLE_RATE) for p in args.paths]
   ids = tokenize.semantic_tokens(tokenizer, wavs, args.batch_size)

@@ -41,6 +41,8 @@ def _acoustic(args) -> int:
   from audiolm_jax.errors import ConfigError
   from audiolm_jax.formats import AcousticCodes
   # pylint: enable=g-import-not-at-top
+  from audiolm_jax.commands import checks
+  checks.output_file(args.out, "--out")
   codec = pretrained.load_codec(args.codec)
   if args.n_q is not None and not 1 <= args.n_q <= codec.num_quantizers:
     raise ConfigError(f"--n_q={args.n_q}: the codec has 1 to {codec.num_quantizers} levels")

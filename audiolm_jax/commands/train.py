@@ -12,6 +12,7 @@ detected).
 from __future__ import annotations
 
 import argparse
+import importlib
 
 
 def register(subparsers) -> None:
@@ -24,6 +25,9 @@ def register(subparsers) -> None:
   p.add_argument("--init_from", default=None, metavar="CKPT",
                  help="start from the parameters of this workdir or checkpoint directory "
                  "(only when the workdir has no checkpoint yet)")
+  p.add_argument("--task_module", action="append", default=[], metavar="MODULE",
+                 help="import MODULE first (a task of your own registers there; its code "
+                 "runs); repeatable")
   p.add_argument("--coordinator_address", default=None, metavar="HOST:PORT",
                  help="multi-process: address of process 0's coordinator")
   p.add_argument("--num_processes", type=int, default=None, help="multi-process: how many")
@@ -40,7 +44,15 @@ def _run(args) -> int:
   import audiolm_jax.tasks  # noqa: F401  (registers the package's tasks)
   from audiolm_jax.config import load_config
   from audiolm_jax.train.trainer import train
+  from audiolm_jax.commands import checks
+  from audiolm_jax.errors import ConfigError
   # pylint: enable=g-import-not-at-top
+  checks.output_dir(args.workdir, "--workdir")
+  for module in args.task_module:
+    try:
+      importlib.import_module(module)
+    except ImportError as e:
+      raise ConfigError(f"--task_module {module}: {e}") from e
   config = load_config(args.config, args.config_overrides)
   result = train(config, args.workdir, init_from=args.init_from)
   if result.last_metrics:

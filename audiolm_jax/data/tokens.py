@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import tensorflow_datasets as tfds
 
+from audiolm_jax.checkpoint_files import one_line
 from audiolm_jax.errors import DataError
 from audiolm_jax.frames import SAMPLES_PER_FRAME
 from audiolm_jax.lm.stages import remove_consecutive_duplicates
@@ -161,16 +162,33 @@ def _build_dir(cache_dir: str) -> str:
   return os.path.join(root, versions[-1])
 
 
+def _damaged(cache_dir: str, e: Exception) -> DataError:
+  return DataError(f"token cache {cache_dir} is damaged ({one_line(e)}); rebuild it")
+
+
 def token_sources(cache_dir: str) -> dict:
-  """{split: random-access source} of a finished cache."""
-  return dict(tfds.builder_from_directory(_build_dir(cache_dir)).as_data_source())
+  """{split: random-access source} of a finished cache (a damaged one: `DataError`)."""
+  build = _build_dir(cache_dir)
+  try:
+    return dict(tfds.builder_from_directory(build).as_data_source())
+  except Exception as e:  # Missing or unreadable metadata or record files.
+    raise _damaged(cache_dir, e) from e
 
 
 def token_source(cache_dir: str, split: str):
+  """The random-access source of one split; its first and last records are read here, so that
+  a damaged record file fails at start-up in one line."""
   sources = token_sources(cache_dir)
   if split not in sources:
     raise DataError(f"token cache {cache_dir}: no split {split!r}; has {', '.join(sorted(sources))}")
-  return sources[split]
+  source = sources[split]
+  try:
+    n = len(source)
+    for i in {0, n - 1} if n else ():
+      source[i]
+  except Exception as e:
+    raise _damaged(cache_dir, e) from e
+  return source
 
 
 def has_token_cache(cache_dir: str) -> bool:

@@ -6,8 +6,9 @@
 
 Importing this package registers them all with the trainer (`train.task.register`); the
 trainer itself keeps no list of models. A fork adds a task by writing a module with an
-`@register("name")` class and importing it (or naming it as `config.task =
-"package.module:ClassName"`).
+`@register("name")` class and importing it: from its config file, its own script, or with
+`audiolm-jax train --task_module package.module` (then `config.task` may also be
+`"package.module:ClassName"`). A config value alone never imports code.
 """
 
 from audiolm_jax.tasks import codec, stages, w2v_bert  # noqa: F401  (registers the tasks)

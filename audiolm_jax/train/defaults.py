@@ -91,6 +91,11 @@ def check_config(config: ml_collections.ConfigDict) -> None:
               "max_nonfinite_steps"):
     if config[key] <= 0:
       raise ConfigError(f"config.{key} must be positive, got {config[key]}")
+  for key in ("eval_every", "eval_steps"):
+    if config[key] < 0:
+      raise ConfigError(f"config.{key} must be >= 0 (0 = never), got {config[key]}")
+  if config.eval_every and not config.eval_steps:
+    raise ConfigError("config.eval_steps must be positive when eval_every > 0")
   if config.batch_size % config.optimizer.grad_accum_steps:
     raise ConfigError(f"batch_size={config.batch_size} is not divisible by "
                       f"optimizer.grad_accum_steps={config.optimizer.grad_accum_steps}")

@@ -72,7 +72,7 @@ The contract, method by method (B = this process's batch rows, `config.batch_siz
 from __future__ import annotations
 
 import abc
-import importlib
+import sys
 from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol
 
 import flax.struct
@@ -197,13 +197,21 @@ def register(name: str) -> Callable[[type[Task]], type[Task]]:
 
 
 def get_task_class(name: str) -> type[Task]:
-  """The task class for `name`: a registered name or `package.module:ClassName`."""
+  """The task class for `name`: a registered name or `package.module:ClassName`.
+
+  A config value never imports code: `package.module` must already be imported (by the
+  config file, by your script, or by `audiolm-jax train --task_module package.module`).
+  """
   if ":" in name:
     module, _, cls_name = name.partition(":")
-    try:
-      cls = getattr(importlib.import_module(module), cls_name)
-    except (ImportError, AttributeError) as e:
-      raise ConfigError(f"task {name!r}: {e}") from e
+    if module not in sys.modules:
+      raise ConfigError(
+          f"task {name!r}: module {module!r} is not imported; a config value does not import "
+          f"code: pass --task_module {module} to `audiolm-jax train` (that imports it and "
+          "runs its code), or import it before calling train()")
+    cls = getattr(sys.modules[module], cls_name, None)
+    if cls is None:
+      raise ConfigError(f"task {name!r}: module {module!r} has no {cls_name!r}")
     if not (isinstance(cls, type) and issubclass(cls, Task)):
       raise ConfigError(f"task {name!r} is not a Task subclass")
     return cls

@@ -265,19 +265,60 @@ class Trainer:
           f"gradient (max_nonfinite_steps={limit}); the checkpoints in "
           f"{self.checkpointer.directory} hold finite parameters")
 
+  def check_workdir_task(self) -> None:
+    """Raises `ConfigError` if the workdir holds another task's run (checkpoints or config).
+
+    Training a task into another's workdir would mix their checkpoints (and, when the shapes
+    happen to match, resume one from the other). Starting from another run's parameters is
+    `--init_from`, into a new workdir.
+    """
+    steps = self.checkpointer.all_steps()
+    if steps:
+      where = os.path.join(self.checkpointer.directory, str(steps[-1]))
+      saved = checkpoint_files.read_config(where)
+    else:
+      where = os.path.join(self.workdir, "config.json")
+      try:
+        with open(where) as f:
+          saved = json.load(f)
+      except (OSError, ValueError):
+        saved = None
+    old = (saved or {}).get("task")
+    if old is not None and old != self.config.task:
+      raise ConfigError(
+          f"{self.workdir} holds a {old!r} run ({where}), not {self.config.task!r}: use a new "
+          f"workdir (with --init_from {self.workdir} to start from that run's parameters)")
+
+  def check_data(self) -> None:
+    """Draws one evaluation batch before any training, so that a missing or empty eval split
+    (or an unreadable token cache) fails before step 1 rather than at the first evaluation."""
+    if not self.config.eval_every:
+      return
+    iterator = self.task.make_iterator(self.config.data.eval_split, jax.process_index(),
+                                       jax.process_count())
+    try:
+      next(iterator)
+    except StopIteration:
+      raise ConfigError(f"data.eval_split={self.config.data.eval_split!r} gives no batch of "
+                        f"{self.config.batch_size} (too few examples); choose another split, "
+                        "or set eval_every=0") from None
+
   def run(self, init_from: str | None = None) -> TrainResult:
     cfg = self.config
+    profile = parse_profile_steps(cfg.profile_steps)
+    # Every check before anything is written or trained.
+    self.check_workdir_task()
+    iterator = self.task.make_iterator(cfg.data.split, jax.process_index(),
+                                       jax.process_count())
+    self.check_data()
+    state, data_state, origin = self.restore_or_init(init_from)
+    step = int(jax.device_get(state.step))
+    if data_state:
+      iterator.set_state(data_state)
     if self.is_chief:
       os.makedirs(self.workdir, exist_ok=True)
       with open(os.path.join(self.workdir, "config.json"), "w") as f:
         f.write(config_lib.to_json(cfg))
-    profile = parse_profile_steps(cfg.profile_steps)
-    state, data_state, origin = self.restore_or_init(init_from)
-    step = int(jax.device_get(state.step))
-    iterator = self.task.make_iterator(cfg.data.split, jax.process_index(),
-                                       jax.process_count())
-    if data_state:
-      iterator.set_state(data_state)
     result = TrainResult(step=step, state=state, origin=origin)
     if step >= cfg.total_steps:
       self._info("step %d >= total_steps %d: nothing to train", step, cfg.total_steps)
@@ -331,16 +372,17 @@ class Trainer:
             profiling = False
             self._info("profile of steps %d:%d written to %s", *profile,
                        os.path.join(self.workdir, "tb"))
-          if cfg.eval_every and step % cfg.eval_every == 0:
+          preempted = stop.should_stop(step)
+          # Save first: an evaluation that fails must not cost the steps since the last save.
+          if step % cfg.checkpoint_every == 0 or step == cfg.total_steps or preempted:
+            finish_pending()  # Never save before the non-finite streak is checked.
+            self.checkpointer.save(step, state, iterator.get_state(), self.config_dict)
+          if cfg.eval_every and step % cfg.eval_every == 0 and not preempted:
             finish_pending()
             result.eval_metrics = self.evaluate(state, eval_step)
             reporter.eval_done(step, result.eval_metrics)
             self._info("step %d eval: %s", step, ", ".join(
                 f"{k}={v:.4g}" for k, v in sorted(result.eval_metrics.items())))
-          preempted = stop.should_stop(step)
-          if step % cfg.checkpoint_every == 0 or step == cfg.total_steps or preempted:
-            finish_pending()  # Never save before the non-finite streak is checked.
-            self.checkpointer.save(step, state, iterator.get_state(), self.config_dict)
           if preempted:
             result.preempted = True
             break
