@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import time
 from typing import Any
@@ -37,17 +38,12 @@ log = logging.getLogger("audiolm_jax.demo")
 
 def last_metrics(workdir: str) -> dict:
   """The last training and evaluation records of a run's `metrics.jsonl` (numbers only)."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  last, last_eval = {}, {}
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        row = json.loads(line)
-        if row.get("split") == "eval":
-          last_eval = row
-        elif "loss" in row:
-          last = row
-  keep = lambda row: {k: v for k, v in row.items() if isinstance(v, (int, float))}
+  from audiolm_jax.train.metrics import read_jsonl  # pylint: disable=g-import-not-at-top
+  rows = read_jsonl(workdir, None)
+  last = ([r for r in rows if r.get("split") == "train" and "loss" in r] or [{}])[-1]
+  last_eval = ([r for r in rows if r.get("split") == "eval"] or [{}])[-1]
+  keep = lambda row: {k: v for k, v in row.items()
+                      if isinstance(v, (int, float)) and math.isfinite(v)}
   return {"last_train": keep(last), "last_eval": keep(last_eval)}
 
 

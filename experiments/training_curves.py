@@ -20,17 +20,14 @@ import numpy as np
 
 
 def read_metrics(run_dir: str) -> list[dict]:
-  """The rows of `<run_dir>/metrics.jsonl` (a resumed run appends: the last row of a step wins)."""
-  path = os.path.join(run_dir, "metrics.jsonl")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path}: no metrics (is {run_dir} a training workdir?)")
+  """The rows of `<run_dir>/metrics.jsonl` as one history (rows a restart redid are dropped)."""
+  from audiolm_jax.train.metrics import read_jsonl  # pylint: disable=g-import-not-at-top
+  if not os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
+    raise FileNotFoundError(f"{run_dir}/metrics.jsonl: no metrics (is {run_dir} a training "
+                            "workdir?)")
   rows = {}
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if line:
-        row = json.loads(line)
-        rows[(row.get("split", "train"), row["step"])] = row
+  for row in read_jsonl(run_dir, None):
+    rows[(row.get("split", "train"), row["step"])] = row
   return [rows[k] for k in sorted(rows, key=lambda k: (k[0], k[1]))]
 
 

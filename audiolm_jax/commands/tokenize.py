@@ -11,6 +11,10 @@
         --out ids.npz
         25 Hz semantic token ids of each file (npz, no pickle: `ids` [N, T] padded with -1,
         `num_frames` [N], `paths` [N]).
+    audiolm-jax tokenize corpus --codec RUN --tokenizer DIR [--w2v_bert RUN] --corpus C
+        [--config_name X] [--data_dir D] [--splits train,validation] --out CACHE
+        the token cache that the stage LMs train on (`--config.data.tokens_dir=CACHE`):
+        every clip of the corpus splits through the codec and the semantic tokenizer.
 
 `--config.tokenizer.KEY=VALUE` / `--config.data.KEY=VALUE` override any setting.
 """
@@ -31,6 +35,7 @@ def register(subparsers) -> None:
   sub.required = True
   _register_fit_kmeans(sub)
   _register_semantic(sub)
+  _register_corpus(sub)
   from audiolm_jax.commands import tokenize_acoustic  # The codec's subcommand, kept apart.
   tokenize_acoustic.add_subcommand(sub)
 
@@ -146,4 +151,58 @@ def _semantic(args) -> int:
   for path, x in zip(args.paths, ids):
     print(f"{path}: {len(x)} frames")
   print(f"ids of {len(ids)} file(s) written to {args.out}")
+  return 0
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+def _register_corpus(sub) -> None:
+  p = sub.add_parser(
+      "corpus", help="the token cache of a corpus (what the stage LMs train on)",
+      description="Tokenize corpus splits with a trained codec and semantic tokenizer and "
+      "write them as a token cache (array_record, with token_cache.json: frame ratio and "
+      "vocabularies). Unreadable records are skipped and counted. A split is held in memory "
+      "as it is tokenized (about 64 kB per second of audio).")
+  p.add_argument("--codec", required=True, metavar="RUN", help="a trained codec")
+  p.add_argument("--tokenizer", required=True, metavar="DIR", help="a fit-kmeans output")
+  p.add_argument("--w2v_bert", default=None, metavar="RUN",
+                 help="the w2v-BERT run the tokenizer was fit on (default: recorded in it)")
+  p.add_argument("--corpus", required=True, help="a built corpus, e.g. synthetic_speech or "
+                 "audio_folder/NAME")
+  p.add_argument("--config_name", default=None, help="which build of the corpus")
+  p.add_argument("--data_dir", default=None,
+                 help="where corpora live (default: $AUDIOLM_DATA_DIR or ./data)")
+  p.add_argument("--splits", default="train,validation", help="comma-separated splits")
+  p.add_argument("--batch_size", type=int, default=16, help="clips tokenized together")
+  p.add_argument("--max_examples", type=int, default=None, metavar="N",
+                 help="at most N clips per split")
+  p.add_argument("--out", required=True, metavar="CACHE", help="the token cache directory")
+  p.set_defaults(func=_corpus)
+
+
+def _corpus(args) -> int:
+  # pylint: disable=g-import-not-at-top
+  from audiolm_jax import pretrained
+  from audiolm_jax.commands import checks
+  from audiolm_jax.errors import ConfigError
+  from audiolm_jax.tokenize import tokenize_corpus
+  # pylint: enable=g-import-not-at-top
+  checks.output_dir(args.out, "--out")
+  checks.count(args.batch_size, "--batch_size", maximum=4096)
+  if args.max_examples is not None:
+    checks.count(args.max_examples, "--max_examples", maximum=2**31 - 1)
+  splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+  if not splits:
+    raise ConfigError("--splits: name at least one split")
+  codec = pretrained.load_codec(args.codec)
+  tokenizer = pretrained.load_semantic_tokenizer(args.tokenizer, args.w2v_bert)
+  summary = tokenize_corpus(args.out, corpus=args.corpus, splits=splits, codec=codec,
+                            semantic_tokenizer=tokenizer, data_dir=args.data_dir,
+                            config_name=args.config_name, batch_size=args.batch_size,
+                            max_examples=args.max_examples)
+  for split, n in summary["splits"].items():
+    print(f"  {split:<12} {n:>7} clips")
+  print(f"token cache ({summary['skipped']} record(s) skipped) written to "
+        f"{os.path.abspath(args.out)}")
   return 0

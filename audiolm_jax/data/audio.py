@@ -9,6 +9,7 @@ corpus build or a long run can count bad files by reason and go on.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import warnings
 
@@ -16,6 +17,8 @@ import numpy as np
 import soundfile as sf
 
 from audiolm_jax.errors import BadAudioError
+
+log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".m4a", ".aiff", ".aif")
 
@@ -30,6 +33,7 @@ REASONS = (
     "too short",        # shorter than `min_seconds`
     "too long",         # longer than `max_seconds`
     "silent",           # RMS below `silence_db` (dBFS) everywhere
+    "constant",         # no variation: a DC offset (or a stuck converter) with no signal on it
 )
 
 
@@ -78,6 +82,11 @@ def check_audio(wav: np.ndarray, sample_rate: int, path: str = "<array>",
   level = rms_db(wav)
   if level < checks.silence_db:
     raise BadAudioError(path, "silent", f"RMS {level:.1f} dBFS < {checks.silence_db} dBFS")
+  ac_level = rms_db(wav - np.mean(wav, dtype=np.float64))
+  if ac_level < checks.silence_db:
+    raise BadAudioError(path, "constant",
+                        f"a DC offset of {float(np.mean(wav)):+.3f} with {ac_level:.1f} dBFS of "
+                        f"signal on it (< {checks.silence_db} dBFS)")
   return wav
 
 
@@ -163,6 +172,9 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000, *,
                checks: AudioChecks | None = AudioChecks()) -> np.ndarray:
   """Reads `path`, mixes to mono, resamples to `sample_rate`: float32 [S] in [-1, 1].
 
+  A float file peaking above full scale is scaled down to it, with a warning (clipping would
+  distort it).
+
   Args:
     path: a wav/flac/ogg/mp3 (or anything libsndfile or audioread can read).
     sample_rate: the rate of the returned samples.
@@ -182,6 +194,12 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000, *,
     if data.size and not np.all(np.isfinite(data)):
       check_audio(data.mean(axis=1), rate, path, checks)  # Reports "non-finite".
   wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
+  peak = float(np.max(np.abs(wav))) if wav.size else 0.0
+  if peak > 1.0 and np.isfinite(peak):  # Float files can exceed full scale; PCM cannot.
+    log.warning("%s: samples peak at %.3g, above full scale; scaled by 1/%.3g (not clipped)",
+                path, peak, peak)
+    wav = wav / peak
+  # Only the resampler's overshoot of at most a few percent is clipped.
   wav = np.clip(resample(wav.astype(np.float32), rate, sample_rate), -1.0, 1.0)
   if checks is not None:
     check_audio(wav, sample_rate, path, checks)

@@ -2,7 +2,11 @@
 
 Only process 0 writes; on other processes every writer is a no-op. Files in the workdir:
 
-  metrics.jsonl   one JSON object per line: {"step", "split" ("train" | "eval"), "time", ...}
+  metrics.jsonl   one JSON object per line: {"step", "split" ("train" | "eval"), "time", ...};
+                  a value that is not finite is written as null (strict JSON). Each start of
+                  the trainer adds {"step": S, "split": "restart", "origin": ...}: the run goes
+                  on from step S, so rows of steps after S written before it were redone
+                  (`read_jsonl` drops them).
   tb/             TensorBoard event files, scalars named "<split>/<metric>"
 """
 
@@ -56,12 +60,21 @@ class MetricWriter:
     if not self.enabled:
       return
     clean = {k: float(v) for k, v in metrics.items()}
-    record = {"step": int(step), "split": split, "time": round(time.time(), 3), **clean}
-    self._jsonl.write(json.dumps(record) + "\n")
+    record = {"step": int(step), "split": split, "time": round(time.time(), 3),
+              **{k: v if math.isfinite(v) else None for k, v in clean.items()}}
+    self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
     self._jsonl.flush()
     for k, v in clean.items():
       if math.isfinite(v):
         self._tb.add_scalar(f"{split}/{k}", v, int(step))
+
+  def write_restart(self, step: int, origin: str) -> None:
+    """Marks that the run (re)starts from `step` (see the module docstring)."""
+    if self.enabled:
+      record = {"step": int(step), "split": RESTART, "time": round(time.time(), 3),
+                "origin": origin}
+      self._jsonl.write(json.dumps(record) + "\n")
+      self._jsonl.flush()
 
   def write_text(self, tag: str, text: str, step: int = 0) -> None:
     if self.enabled:
@@ -73,33 +86,60 @@ class MetricWriter:
       self._tb.close()
 
 
+RESTART = "restart"
+
+
 def read_jsonl(workdir: str, split: str | None = "train") -> list[dict]:
-  """The records of `metrics.jsonl` (of one split, or all with split=None)."""
+  """The records of `metrics.jsonl` (of one split, or all with split=None) as the run's one
+  history: rows that a restart redid are dropped, restart markers are left out, and null
+  values (not finite when written) read as NaN. A damaged line (a crash mid-write) is skipped.
+  """
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
+  records: list[dict] = []
   with open(path) as f:
-    records = [json.loads(line) for line in f if line.strip()]
-  return [r for r in records if split is None or r["split"] == split]
+    for line in f:
+      try:
+        r = json.loads(line)
+      except ValueError:
+        continue
+      if not isinstance(r, dict) or "step" not in r:
+        continue
+      if r.get("split") == RESTART:
+        records = [old for old in records if old["step"] <= r["step"]]
+        continue
+      records.append({k: (math.nan if v is None else v) for k, v in r.items()})
+  return [r for r in records if split is None or r.get("split") == split]
 
 
 class WindowMean:
-  """Averages per-step metrics between two log points."""
+  """Averages per-step metrics between two log points.
+
+  A skipped non-finite step's values are left out of every mean (its `nonfinite` flag still
+  counts), so one bad step does not turn a whole window into NaN; a key with no finite value
+  in the window is NaN.
+  """
 
   def __init__(self):
     self.sums: dict[str, float] = {}
-    self.count = 0
+    self.counts: dict[str, int] = {}
 
   def add(self, metrics: Mapping[str, float]) -> None:
     for k, v in metrics.items():
-      self.sums[k] = self.sums.get(k, 0.0) + float(v)
-    self.count += 1
+      v = float(v)
+      self.sums.setdefault(k, 0.0)
+      self.counts.setdefault(k, 0)
+      if math.isfinite(v):
+        self.sums[k] += v
+        self.counts[k] += 1
 
   def mean(self) -> dict[str, float]:
-    return {k: v / max(self.count, 1) for k, v in self.sums.items()}
+    return {k: v / self.counts[k] if self.counts[k] else math.nan
+            for k, v in self.sums.items()}
 
   def reset(self) -> None:
-    self.sums, self.count = {}, 0
+    self.sums, self.counts = {}, {}
 
 
 class Throughput:
@@ -215,16 +255,19 @@ class Reporter:
     total_steps, start_step: for the progress bar (and a final log at `total_steps`).
     throughput: the rate meter (see `Throughput`).
     progress_bar: show a tqdm bar.
+    origin: where the run started ("checkpoint", "init_from", "fresh"), for the restart mark.
   """
 
   def __init__(self, workdir: str, enabled: bool, log_every: int, total_steps: int,
-               start_step: int, throughput: Throughput, progress_bar: bool):
+               start_step: int, throughput: Throughput, progress_bar: bool,
+               origin: str = ""):
     self.log_every, self.total_steps = log_every, total_steps
     self.throughput = throughput
     self.writer = MetricWriter(workdir, enabled)
     self.bar = ProgressBar(total_steps, start_step, enabled and progress_bar)
     self.window = WindowMean()
     self.last: dict[str, float] = {}
+    self.writer.write_restart(start_step, origin)
 
   def step_done(self, step: int, values: Mapping[str, float]) -> None:
     """Records one finished step; every `log_every` steps writes the window's means."""

@@ -336,7 +336,8 @@ class Trainer:
     throughput = metrics_lib.Throughput(cfg.batch_size, self.task.units_per_example(batch_spec),
                                         self.task.throughput_unit, flops, peak * self.mesh.size)
     reporter = metrics_lib.Reporter(self.workdir, self.is_chief, cfg.log_every,
-                                    cfg.total_steps, step, throughput, cfg.progress_bar)
+                                    cfg.total_steps, step, throughput, cfg.progress_bar,
+                                    origin)
     pending = []  # The last step's (step, device metrics), read after the next dispatch.
     profiling = False
 

@@ -137,3 +137,24 @@ def test_experiment_caps_test_utterances_at_whole_sentences(experiment, tiny_dat
   assert set(unseen["sentence_ids"]) <= set(test["sentence_ids"]) and len(unseen["wavs"]) == 2
   train = experiment.load_split(args, "train")
   assert len(train["wavs"]) == 7 and len(set(map(len, train["wavs"]))) > 1
+
+
+def test_tokenize_corpus_builds_the_cache_the_stages_train_on(main, tiny_data_dir, tmp_path,
+                                                              capsys):
+  import parts  # tests/support
+  from audiolm_jax.data import tokens
+  run_dir = str(tmp_path / "parts")
+  parts.make_run_dir(run_dir)
+  out = str(tmp_path / "cache")
+  rc = main(["tokenize", "corpus", "--codec", os.path.join(run_dir, "codec"), "--tokenizer",
+             os.path.join(run_dir, "semantic_tokenizer"), "--corpus", "synthetic_speech",
+             "--data_dir", tiny_data_dir, "--max_examples", "3", "--out", out])
+  assert rc == 0, capsys.readouterr().err
+  assert f"written to {out}" in capsys.readouterr().out
+  sources = tokens.token_sources(out)
+  assert sorted(sources) == ["train", "validation"]
+  assert len(sources["train"]) == 3 and len(sources["validation"]) == 3
+  info = tokens.read_cache_info(out)
+  assert (info.frame_ratio, info.semantic_vocab_size) == (2, 32)
+  example = sources["train"][0]
+  assert example["acoustic"].shape[0] == 2 * example["semantic"].shape[0]
