@@ -87,6 +87,8 @@ def _build(args) -> int:
     print(f"  {split:<22} {n:>7} examples")
   if not summary.get("reused"):
     print(f"  built in {summary['build_seconds']:.1f} s")
+  for warning in summary.get("warnings", []):
+    print(f"  warning: {warning}")
   print(f"  skipped {summary['skipped']} bad source(s)"
         + (f": {summary['skipped_by_reason']}" if summary["skipped"] else ""))
   for s in summary.get("skipped_sources", [])[:50]:

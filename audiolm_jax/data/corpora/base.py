@@ -12,6 +12,7 @@ import collections
 import concurrent.futures
 import dataclasses
 import json
+import logging
 import multiprocessing
 import os
 import time
@@ -22,7 +23,10 @@ import tensorflow_datasets as tfds
 
 from audiolm_jax.errors import AudioLMError, DataError
 
+log = logging.getLogger(__name__)
+
 SUMMARY_FILE = "build_summary.json"
+SMALL_SPLIT = 5  # Splits with fewer examples are named in the summary's warnings.
 
 
 def default_data_dir() -> str:
@@ -47,6 +51,8 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder):
                workers: int = 2, **kwargs):
     self.workers = max(1, int(workers))
     self.skipped: list[Skipped] = []
+    self.notes: list[str] = []            # Warnings for the summary (empty/small splits, ...).
+    self.symlinks: dict[str, str] = {}    # Source name -> real path, where they differ.
     super().__init__(data_dir=data_dir, config=config, file_format="array_record", **kwargs)
 
   # Subclasses return their FeaturesDict.
@@ -65,12 +71,12 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder):
     `self.skipped` with its reason; the build goes on.
     """
     if self.workers == 1 or len(jobs) < 4:
-      results = (_run_job(make, job) for _, job in jobs)
+      results = (run_job(make, job) for _, job in jobs)
       yield from self._collect(jobs, results)
       return
     ctx = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
-      results = pool.map(_run_job, [make] * len(jobs), [j for _, j in jobs], chunksize=2)
+      results = pool.map(run_job, [make] * len(jobs), [j for _, j in jobs], chunksize=2)
       yield from self._collect(jobs, results)
 
   def _collect(self, jobs, results) -> Iterator[tuple[str, dict]]:
@@ -81,7 +87,7 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder):
         continue
       made += 1
       yield key, example
-    if jobs and not made:
+    if jobs and not made:  # TFDS cannot write an empty split (folder corpora probe first).
       reasons = collections.Counter(s.reason for s in self.skipped)
       first = self.skipped[-1]
       raise DataError(f"no usable examples for a split: all {len(jobs)} sources were bad "
@@ -95,7 +101,7 @@ def job_source(job: Any) -> str:
   return getattr(job, "source", repr(job))
 
 
-def _run_job(make: Callable[[Any], dict], job: Any) -> tuple[dict | None, tuple | None]:
+def run_job(make: Callable[[Any], dict], job: Any) -> tuple[dict | None, tuple | None]:
   try:
     return make(job), None
   except AudioLMError as e:
@@ -107,6 +113,12 @@ def write_summary(builder: CorpusBuilder, seconds_taken: float) -> dict:
   info = builder.info
   splits = {name: int(split.num_examples) for name, split in info.splits.items()}
   reasons = collections.Counter(s.reason for s in builder.skipped)
+  for name in sorted(set(splits) | {"train", "validation", "test"}):
+    n = splits.get(name, 0)
+    if not n:
+      builder.notes.append(f"{name}: no examples")
+    elif n < SMALL_SPLIT:
+      builder.notes.append(f"{name}: only {n} example(s); metrics on it will be noisy")
   summary = {
       "name": builder.name,
       "config": builder.builder_config.name if builder.builder_config else None,
@@ -116,7 +128,10 @@ def write_summary(builder: CorpusBuilder, seconds_taken: float) -> dict:
       "skipped": len(builder.skipped),
       "skipped_by_reason": dict(reasons),
       "skipped_sources": [dataclasses.asdict(s) for s in builder.skipped],
+      "warnings": list(builder.notes),
   }
+  if builder.symlinks:
+    summary["symlinks"] = dict(sorted(builder.symlinks.items()))
   source_dir = getattr(builder.builder_config, "source_dir", None)
   if source_dir:
     summary["source_dir"] = source_dir
@@ -142,9 +157,17 @@ def prepare(builder: CorpusBuilder, force: bool = False) -> dict:
                       f"already exists in {builder.data_path}; choose another --name or "
                       "rebuild with --force")
     summary["reused"] = True
-    return summary
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(download_mode=mode))
-  return write_summary(builder, time.time() - t0)
+  else:
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(download_mode=mode))
+    summary = write_summary(builder, time.time() - t0)
+    for note in summary["warnings"]:
+      log.warning("%s: %s", summary["config"] or summary["name"], note)
+  if not any(summary["examples_per_split"].values()):
+    reasons = summary["skipped_by_reason"]
+    raise DataError(f"no usable examples: all {summary['skipped']} sources were bad "
+                    f"({reasons}); see {os.path.join(summary['data_path'], SUMMARY_FILE)}")
+  return summary
 
 
 def stable_hash(text: str) -> float:

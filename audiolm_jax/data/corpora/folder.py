@@ -13,11 +13,22 @@ Layouts:
 - `generic`: any folder of wav/flac/ogg/mp3; the speaker is the parent folder's name.
 
 Every file is checked at the door (`load_audio`); bad ones are skipped, counted and listed in
-`build_summary.json`, and the build goes on.
+`build_summary.json`, and the build goes on. A split left empty by bad files is a warning, not
+an error; only a build with no usable file at all fails.
+
+Splits by hash: each file keeps its split when files are added. A folder of at least
+`MIN_FILES_FOR_HELD_OUT` hash-split files whose hash gave no validation or test file gets one
+(the train files of the lowest hash values), so a small folder still has held-out data; every
+split with fewer than `base.SMALL_SPLIT` files (or none) is named in the summary's `warnings`.
+
+Symlinks are followed, files and folders alike, inside or outside the tree; a folder reached
+twice (a loop, or two links to one place) is read once. A file whose real path differs from
+its place in the tree is recorded in the summary's `symlinks` (relative name -> real path).
 """
 
 from __future__ import annotations
 
+import collections
 import csv
 import hashlib
 import dataclasses
@@ -88,11 +99,40 @@ def make_file_example(job: FileJob) -> dict:
           "chapter": job.chapter, "transcript": job.transcript, "notes": notes}
 
 
+MIN_FILES_FOR_HELD_OUT = 10  # Hash-split folders this large get a validation and test file.
+
+
 def _audio_files(root: str) -> list[str]:
-  files = []
-  for dirpath, _, names in os.walk(root):
+  """Audio files under `root`, following symlinked folders once each (no loops)."""
+  files, seen = [], set()
+  for dirpath, dirnames, names in os.walk(root, followlinks=True):
+    real = os.path.realpath(dirpath)
+    if real in seen:
+      dirnames[:] = []
+      continue
+    seen.add(real)
+    dirnames.sort()
     files += [os.path.join(dirpath, n) for n in names if n.lower().endswith(AUDIO_EXTENSIONS)]
   return sorted(files)
+
+
+def _ensure_held_out(splits: dict[str, list], hashed: list) -> list[str]:
+  """Moves the lowest-hash train files of `hashed` into empty validation/test splits."""
+  notes = []
+  if len(hashed) < MIN_FILES_FOR_HELD_OUT:
+    return notes
+  for split in ("test", "validation"):
+    if splits[split]:
+      continue
+    candidates = sorted((j for j in splits["train"] if j in hashed),
+                        key=lambda j: base.stable_hash(j.key))
+    if candidates:
+      moved = candidates[0]
+      splits["train"].remove(moved)
+      splits[split].append(moved)
+      notes.append(f"{split}: the hash split gave no file of {len(hashed)}; {moved.key} moved "
+                   "there from train")
+  return notes
 
 
 def _split_from_path(rel: str) -> str | None:
@@ -139,7 +179,15 @@ def _maestro_rows(root: str) -> dict[str, dict]:
   return rows
 
 
-def plan(config: FolderConfig) -> dict[str, list[FileJob]]:
+@dataclasses.dataclass
+class Plan:
+  """The files of each split, and what the summary should say about them."""
+  splits: dict[str, list[FileJob]]
+  symlinks: dict[str, str]
+  notes: list[str]
+
+
+def plan(config: FolderConfig) -> Plan:
   root = config.source_dir
   files = _audio_files(root)
   if not files:
@@ -147,6 +195,7 @@ def plan(config: FolderConfig) -> dict[str, list[FileJob]]:
   transcripts = _librispeech_transcripts(root) if config.layout == "librispeech" else {}
   maestro = _maestro_rows(root) if config.layout == "maestro" else {}
   splits = {"train": [], "validation": [], "test": []}
+  hashed, symlinks, real_root = [], {}, os.path.realpath(root)
   for path in files:
     rel = os.path.relpath(path, root)
     stem = os.path.splitext(os.path.basename(path))[0]
@@ -168,11 +217,19 @@ def plan(config: FolderConfig) -> dict[str, list[FileJob]]:
           break
     else:
       speaker = os.path.basename(os.path.dirname(path)) if os.path.dirname(rel) else ""
-    if split is None:
+    by_hash = split is None
+    if by_hash:
       split = base.split_by_hash([rel], config.validation_fraction, config.test_fraction)[rel]
-    splits[split].append(FileJob(path, rel, speaker, chapter, transcript, midi,
-                                 config.sample_rate, config.max_seconds))
-  return splits
+    real = os.path.realpath(path)
+    if real != os.path.join(real_root, rel):
+      symlinks[rel] = real
+    job = FileJob(path, rel, speaker, chapter, transcript, midi, config.sample_rate,
+                  config.max_seconds)
+    splits[split].append(job)
+    if by_hash:
+      hashed.append(job)
+  notes = _ensure_held_out(splits, hashed)
+  return Plan(splits, symlinks, notes)
 
 
 class AudioFolder(base.CorpusBuilder):
@@ -195,8 +252,28 @@ class AudioFolder(base.CorpusBuilder):
 
   def _split_generators(self, dl_manager):
     del dl_manager
-    splits = plan(self.builder_config)
-    return {name: self._generate_examples(jobs) for name, jobs in splits.items() if jobs}
+    made = plan(self.builder_config)
+    self.symlinks, self.notes = made.symlinks, list(made.notes)
+    generators = {}
+    for name, jobs in made.splits.items():
+      # TFDS cannot write an empty split: find the split's first good file before the build,
+      # so that a split of bad files is left out with a warning instead of failing the build.
+      for k, job in enumerate(jobs):
+        example, error = base.run_job(make_file_example, job)
+        if error is None:
+          generators[name] = self._generate_examples(jobs[k + 1:], (job.key, example))
+          break
+        self.skipped.append(base.Skipped(job.source, *error))
+      else:
+        if jobs:
+          self.notes.append(f"{name}: all {len(jobs)} of its sources were bad (e.g. "
+                            f"{self.skipped[-1].source}: {self.skipped[-1].reason})")
+    if not generators:
+      raise DataError(f"{self.builder_config.source_dir}: no usable examples: all "
+                      f"{len(self.skipped)} sources were bad ("
+                      f"{dict(collections.Counter(s.reason for s in self.skipped))})")
+    return generators
 
-  def _generate_examples(self, jobs: list[FileJob]):
+  def _generate_examples(self, jobs: list[FileJob], first: tuple[str, dict]):
+    yield first
     yield from self._parallel_examples(make_file_example, [(j.key, j) for j in jobs])
