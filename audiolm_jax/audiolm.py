@@ -134,11 +134,13 @@ class AudioLM:
   def tokenize(self, wav: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
     """wav [B, S] -> (semantic ids [B, T] or None, acoustic codes [B, r T, Q])."""
     wav = np.asarray(wav, np.float32)
-    codes = np.asarray(tokenize.tokenize_for_lm(self.codec, wav,
-                                                samples_per_frame=self.samples_per_frame))
+    # The batched, windowed paths: a long prompt tokenizes in bounded memory.
+    codes = np.stack(tokenize.acoustic_tokens(self.codec, list(wav), batch_size=len(wav),
+                                              samples_per_frame=self.samples_per_frame))
     semantic = None
     if self.semantic_tokenizer is not None and not self.acoustic_only:
-      semantic = np.asarray(self.semantic_tokenizer.tokenize(wav))
+      semantic = np.stack(tokenize.semantic_tokens(self.semantic_tokenizer, list(wav),
+                                                   batch_size=len(wav)))
     return semantic, codes
 
   def generate(self, prompt_wav: np.ndarray | None = None, *, seconds: float = 10.0,

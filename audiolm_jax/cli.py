@@ -52,6 +52,38 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _quiet_background_errors() -> None:
+  """One line per distinct error of a library's background thread (orbax writes checkpoints
+  in threads and asyncio tasks), instead of a traceback each: the main thread reports what
+  failed. --debug keeps them all."""
+  import threading  # pylint: disable=g-import-not-at-top
+  seen = set()
+
+  def hook(args) -> None:
+    exc = args.exc_value
+    if exc is None or isinstance(exc, SystemExit):
+      return
+    line = f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+    if line not in seen:
+      seen.add(line)
+      print(f"audiolm-jax: warning: in a background thread: {line}", file=sys.stderr)
+
+  threading.excepthook = hook
+
+  class OneLine(logging.Filter):
+    """A library's error log keeps its message, not its traceback."""
+
+    def filter(self, record):
+      record.exc_info, record.exc_text, record.stack_info = None, None, None
+      return True
+
+  for name in ("absl", "orbax"):
+    logging.getLogger(name).addFilter(OneLine())
+  sys.unraisablehook = lambda unraisable: None
+  # asyncio's "Task exception was never retrieved" of the same failed writes.
+  logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+
+
 def os_error_line(e: OSError) -> str:
   """"PATH: what went wrong" (the OS's words), or the error's own text."""
   what = e.strerror or str(e)
@@ -70,6 +102,8 @@ def main(argv=None) -> int:
                       force=True)
   for noisy in ("absl", "jax._src", "orbax", "tensorflow_datasets", "grain"):
     logging.getLogger(noisy).setLevel(logging.DEBUG if debug else logging.WARNING)
+  if not debug:
+    _quiet_background_errors()
   parser = build_parser()
   try:
     overrides, rest = split_override_args(argv)

@@ -3,13 +3,15 @@
     run_by_length(fn, clips, batch_size, out_length)   # the bucket / pad / run / trim loop
     acoustic_tokens(codec, wavs)                       # [ratio * T_i, Q] codes per clip
     semantic_tokens(tokenizer, wavs)                   # [T_i] ids per clip, padding masked
+    semantic_features(extractor, wavs)                 # [T_i, D] the features behind the ids
     tokenize_for_lm(codec, wav)                        # [B, S] -> [B, ratio * T, Q]
     decode_clips(codec, codes)                         # waveforms of code sequences
     tokenize_corpus(cache_dir, corpus=..., codec=..., semantic_tokenizer=...)  # a token cache
 
 Every path above groups clips by length, pads them (mask False) to one of a few bucket
 lengths, runs fixed-size batches (so few shapes are compiled) and cuts each result back to its
-own length. That is correct because every tokenizer gives a clip's frames independently of the
+own length. Clips longer than a chunk (30 s by default) are cut into overlapping windows
+first, so memory stays flat in a clip's length. That is correct because every tokenizer gives a clip's frames independently of the
 padding after it: the semantic tokenizer masks it (its conformer would otherwise attend to it,
 changing valid frames' features by about 12% at random init), and a causal codec never looks
 ahead.
@@ -26,6 +28,7 @@ Shape letters: B batch, S samples, T semantic frames, Q quantizer levels.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Sequence
 
 import jax.numpy as jnp
@@ -108,22 +111,99 @@ def tokenize_for_lm(codec, wav, n_q: int | None = None,
   return codec.encode(padded, n_q=n_q)
 
 
+# Long clips are tokenized in windows, so memory stays flat in length (a whole 20-minute clip
+# through the conformer's full attention took more than 12 GB). Semantic windows keep
+# `SEMANTIC_CONTEXT_SECONDS` of audio on each side of their `SEMANTIC_CHUNK_SECONDS` core:
+# 60 s windows. The conformer attends over the whole window, so more context agrees better
+# with whole-clip ids (cpu w2v-BERT, 2 min of LibriSpeech: 85% equal with 5 s, 91% with 15 s,
+# 94% with 30 s; masked padding alone changes 3%; benchmarks/long_inputs.py). The causal
+# codec needs left context only, and with at least its receptive field gives the same codes
+# as the whole clip.
+SEMANTIC_CHUNK_SECONDS = 30.0
+SEMANTIC_CONTEXT_SECONDS = 15.0
+ACOUSTIC_CHUNK_SECONDS = 30.0
+ACOUSTIC_CONTEXT_SECONDS = 2.0
+
+
+@dataclasses.dataclass(frozen=True)
+class _Window:
+  clip: int      # which clip
+  lo: int        # first frame of the window
+  start: int     # first frame kept (the core)
+  stop: int      # one past the last frame kept
+
+
+def _windows(num: int, chunk: int, left: int, right: int) -> list[tuple[int, int, int, int]]:
+  """`(lo, hi, start, stop)` frame ranges: cores [start, stop) of `chunk` frames tiling
+  [0, num), each read with `left` / `right` frames of context; one window if it all fits."""
+  if chunk <= 0 or num <= chunk + left + right:
+    return [(0, num, 0, num)]
+  return [(max(0, a - left), min(num, a + chunk + right), a, min(num, a + chunk))
+          for a in range(0, num, chunk)]
+
+
+def _run_windowed(fn, wavs: Sequence[np.ndarray], batch_size: int, spf: int, per_frame: int,
+                  chunk_seconds: float, left_seconds: float, right_seconds: float
+                  ) -> list[np.ndarray]:
+  """`fn` (a `run_by_length` function giving `per_frame` outputs per frame of `spf` samples)
+  over windows of each clip, the kept cores concatenated back into one result per clip."""
+  frames_per_second = SAMPLE_RATE / spf
+  chunk = int(round(chunk_seconds * frames_per_second)) if chunk_seconds else 0
+  left = int(round(left_seconds * frames_per_second))
+  right = int(round(right_seconds * frames_per_second))
+  if chunk_seconds and (chunk <= 0 or left < 0 or right < 0):
+    raise ConfigError(f"chunk of {chunk_seconds} s with {left_seconds} s / {right_seconds} s "
+                      "of context: need a chunk of at least one frame and context >= 0")
+  pieces, windows = [], []
+  for i, w in enumerate(wavs):
+    for lo, hi, start, stop in _windows(num_frames(len(w), spf), chunk, left, right):
+      pieces.append(w[lo * spf:hi * spf])
+      windows.append(_Window(i, lo, start, stop))
+  outs = run_by_length(fn, pieces, batch_size, lambda s: per_frame * num_frames(s, spf),
+                       unit=spf)
+  parts: list[list[np.ndarray]] = [[] for _ in wavs]
+  for win, out in zip(windows, outs):
+    parts[win.clip].append(out[per_frame * (win.start - win.lo):per_frame * (win.stop - win.lo)])
+  return [np.concatenate(p) if len(p) > 1 else p[0] for p in parts]
+
+
 def acoustic_tokens(codec, wavs: Sequence[np.ndarray], batch_size: int = 8,
-                    n_q: int | None = None,
-                    samples_per_frame: int = SAMPLES_PER_FRAME) -> list[np.ndarray]:
-  """Codes `[ratio * num_frames(S_i), n_q]` of each clip, aligned with its semantic tokens."""
+                    n_q: int | None = None, samples_per_frame: int = SAMPLES_PER_FRAME, *,
+                    chunk_seconds: float = ACOUSTIC_CHUNK_SECONDS,
+                    context_seconds: float = ACOUSTIC_CONTEXT_SECONDS) -> list[np.ndarray]:
+  """Codes `[ratio * num_frames(S_i), n_q]` of each clip, aligned with its semantic tokens.
+
+  Clips longer than `chunk_seconds` (0: never) go through the codec in windows with
+  `context_seconds` of audio before each (the codec is causal: none after).
+  """
   ratio = ratio_of(codec, samples_per_frame)
-  return run_by_length(
+  return _run_windowed(
       lambda wav, mask: tokenize_for_lm(codec, wav, n_q, samples_per_frame), _check_wavs(wavs),
-      batch_size, lambda s: ratio * num_frames(s, samples_per_frame), unit=samples_per_frame)
+      batch_size, samples_per_frame, ratio, chunk_seconds, context_seconds, 0.0)
 
 
-def semantic_tokens(tokenizer, wavs: Sequence[np.ndarray],
-                    batch_size: int = 8) -> list[np.ndarray]:
-  """Ids `[num_frames(S_i)]` of each clip; the padding of a batch is masked."""
+def semantic_tokens(tokenizer, wavs: Sequence[np.ndarray], batch_size: int = 8, *,
+                    chunk_seconds: float = SEMANTIC_CHUNK_SECONDS,
+                    context_seconds: float = SEMANTIC_CONTEXT_SECONDS) -> list[np.ndarray]:
+  """Ids `[num_frames(S_i)]` of each clip; the padding of a batch is masked.
+
+  Clips longer than `chunk_seconds` + twice `context_seconds` (chunk 0: never) are tokenized
+  in windows: each keeps the ids of its `chunk_seconds` core, read with `context_seconds` of
+  audio on both sides, so memory does not grow with the clip's length.
+  """
   spf = tokenizer.samples_per_frame
-  return run_by_length(tokenizer.tokenize, _check_wavs(wavs), batch_size,
-                       lambda s: num_frames(s, spf), unit=spf)
+  return _run_windowed(tokenizer.tokenize, _check_wavs(wavs), batch_size, spf, 1,
+                       chunk_seconds, context_seconds, context_seconds)
+
+
+def semantic_features(extractor, wavs: Sequence[np.ndarray], batch_size: int = 8, *,
+                      chunk_seconds: float = SEMANTIC_CHUNK_SECONDS,
+                      context_seconds: float = SEMANTIC_CONTEXT_SECONDS) -> list[np.ndarray]:
+  """Features `[num_frames(S_i), D]` of each clip from a `FeatureExtractor`, windowed as
+  `semantic_tokens` (what its ids are computed from; for measuring the windows' effect)."""
+  return _run_windowed(lambda wav, mask: extractor(wav, mask)[0], _check_wavs(wavs),
+                       batch_size, extractor.samples_per_frame, 1, chunk_seconds,
+                       context_seconds, context_seconds)
 
 
 def decode_clips(codec, codes: Sequence[np.ndarray], batch_size: int = 8) -> list[np.ndarray]:

@@ -168,12 +168,61 @@ def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
                           ) from e
 
 
+STREAM_SECONDS = 60.0   # Files longer than this are read and resampled block by block.
+_BLOCK_SECONDS = 10.0
+
+
+def _stream_resampled(path: str, sample_rate: int, checks: AudioChecks | None
+                      ) -> np.ndarray | None:
+  """A long file read block by block, mixed to mono and resampled as it streams (memory: the
+  output plus a block, not the file at its own rate and channels). None when the file is not
+  long, is at `sample_rate` already, or soundfile cannot read it."""
+  import soxr  # pylint: disable=g-import-not-at-top
+  try:
+    f = sf.SoundFile(path)
+  except Exception:  # Not for soundfile: the whole-file path reports it.
+    return None
+  with f:
+    rate, expected = f.samplerate, f.frames
+    if rate == sample_rate or expected < STREAM_SECONDS * rate or _wav_data_shortfall(path):
+      return None
+    if checks is not None and not checks.min_sample_rate <= rate <= checks.max_sample_rate:
+      raise BadAudioError(path, "bad sample rate", f"{rate} Hz is outside "
+                          f"[{checks.min_sample_rate}, {checks.max_sample_rate}]")
+    if checks is not None and expected / rate > checks.max_seconds:
+      raise BadAudioError(path, "too long",
+                          f"{expected / rate:.0f} s > {checks.max_seconds:.0f} s")
+    stream = soxr.ResampleStream(rate, sample_rate, 1, dtype="float32", quality="HQ")
+    out = np.empty(int(np.ceil(expected * sample_rate / rate)) + 16, np.float32)
+    n, read, peak = 0, 0, 0.0
+    for block in f.blocks(blocksize=int(_BLOCK_SECONDS * rate), dtype="float32",
+                          always_2d=True):
+      mono = block.mean(axis=1) if block.shape[1] > 1 else block[:, 0]
+      if not np.all(np.isfinite(mono)):
+        raise BadAudioError(path, "non-finite", "NaN or inf samples")
+      read += len(mono)
+      peak = max(peak, float(np.max(np.abs(mono))) if mono.size else 0.0)
+      y = stream.resample_chunk(mono, last=read >= expected)
+      out[n:n + len(y)] = y
+      n += len(y)
+    if read < expected:
+      raise BadAudioError(path, "truncated", f"header promises {expected} samples, file "
+                          f"holds {read}")
+  wav = out[:n]
+  if peak > 1.0:
+    log.warning("%s: samples peak at %.3g, above full scale; scaled by 1/%.3g (not clipped)",
+                path, peak, peak)
+    wav /= peak
+  return np.clip(wav, -1.0, 1.0, out=wav)
+
+
 def load_audio(path: str | os.PathLike, sample_rate: int = 16000, *,
                checks: AudioChecks | None = AudioChecks()) -> np.ndarray:
   """Reads `path`, mixes to mono, resamples to `sample_rate`: float32 [S] in [-1, 1].
 
   A float file peaking above full scale is scaled down to it, with a warning (clipping would
-  distort it).
+  distort it). Files longer than `STREAM_SECONDS` that need resampling are streamed: read,
+  mixed and resampled block by block.
 
   Args:
     path: a wav/flac/ogg/mp3 (or anything libsndfile or audioread can read).
@@ -185,6 +234,12 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000, *,
     BadAudioError: naming the path and one of `REASONS`.
   """
   path = os.fspath(path)
+  if os.path.isfile(path) and os.path.getsize(path) > 0:
+    streamed = _stream_resampled(path, sample_rate, checks)
+    if streamed is not None:
+      if checks is not None:
+        check_audio(streamed, sample_rate, path, checks)
+      return streamed
   data, rate = read_audio(path)
   if checks is not None:
     if not checks.min_sample_rate <= rate <= checks.max_sample_rate:

@@ -20,6 +20,7 @@ rather than silently starting afresh. Since only verified states are saved and r
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -107,6 +108,7 @@ class Checkpointer:
 
   def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
     self.directory = os.path.abspath(directory)
+    self.failed = False  # A save failed (reported once; later waits say nothing more).
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
     self._manager = ocp.CheckpointManager(
@@ -138,7 +140,37 @@ class Checkpointer:
                                  DATA: DataStateSave(data_state or {}),
                                  CONFIG: ocp.args.JsonSave(config),
                                  INTEGRITY: ocp.args.JsonSave(record)})
-    return self._manager.save(step, args=args, force=True)
+    with self._saving(step):
+      return self._manager.save(step, args=args, force=True)
+
+  @contextlib.contextmanager
+  def _saving(self, step: int | None):
+    """Turns a failed write (a full or read-only disk, ...) into one clear `CheckpointError`;
+    orbax reports an asynchronous save's failure at the next save or wait."""
+    try:
+      yield
+    except CheckpointError:
+      raise
+    except Exception as e:
+      self.failed = True
+      done = self.all_steps()
+      raise CheckpointError(
+          f"{self.directory}: a checkpoint save failed"
+          f"{'' if step is None else f' (found when saving step {step})'} ({one_line(e)}); "
+          f"the checkpoints before it are kept "
+          f"({', '.join(map(str, done[-3:])) or 'none'}); fix the cause and rerun the same "
+          "command to continue") from e
+
+  def check_free_space(self, state_bytes: int) -> None:
+    """Raises `CheckpointError` before training if the disk cannot hold two checkpoints
+    (the one written and the one before it) of `state_bytes`."""
+    os.makedirs(self.directory, exist_ok=True)
+    free = shutil.disk_usage(self.directory).free
+    if free < 2 * state_bytes:
+      raise CheckpointError(
+          f"{self.directory}: {free / 2**20:.1f} MiB free, but a checkpoint takes about "
+          f"{state_bytes / 2**20:.1f} MiB and two must fit; free space or choose another "
+          "--workdir")
 
   def restore(self, step: int, target: PyTree) -> Restored:
     """Restores `step` onto `target` (a tree of `ShapeDtypeStruct`s with shardings)."""
@@ -191,10 +223,19 @@ class Checkpointer:
     return dst
 
   def wait_until_finished(self) -> None:
-    self._manager.wait_until_finished()
+    if self.failed:
+      return
+    with self._saving(None):
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.close()
+    try:
+      with self._saving(None):
+        self._manager.close()
+    except CheckpointError:
+      if not self.failed:
+        raise
+      # The failure was reported already; what is left are the same write's errors.
 
 
 def state_metadata(step_dir: str) -> dict[str, Any]:

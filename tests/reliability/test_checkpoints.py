@@ -116,3 +116,33 @@ def test_checkpoints_saved_before_checksums_still_restore(run6, tmp_path):
   result = train(toy_config(mesh__data=1, total_steps=6, checkpoint_every=2, eval_every=0),
                  str(workdir))
   assert result.origin == "checkpoint" and result.step == 6
+
+
+def test_a_failed_save_is_one_clear_error_and_keeps_the_earlier_checkpoints(tmp_path,
+                                                                           monkeypatch):
+  """A full disk, simulated: the second save fails inside orbax (as an asynchronous write's
+  failure surfaces, at the next save)."""
+  import orbax.checkpoint as ocp
+  original = ocp.CheckpointManager.save
+  calls = []
+
+  def failing_save(self, step, *args, **kwargs):
+    calls.append(step)
+    if len(calls) == 2:
+      raise ValueError("RESOURCE_EXHAUSTED: Failed writing: No space left on device")
+    return original(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", failing_save)
+  config = toy_config(mesh__data=1, total_steps=6, checkpoint_every=2, eval_every=0)
+  with pytest.raises(CheckpointError, match="save failed .*No space left on device.*kept \\(2\\)"):
+    train(config, str(tmp_path))
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
+
+
+def test_too_little_free_space_is_found_before_step_1(tmp_path, monkeypatch):
+  import collections
+  usage = collections.namedtuple("usage", "total used free")
+  monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+  with pytest.raises(CheckpointError, match="MiB free, but a checkpoint takes about"):
+    train(toy_config(mesh__data=1, total_steps=2), str(tmp_path))
+  assert not os.path.exists(tmp_path / "metrics.jsonl")
