@@ -92,9 +92,13 @@ def child(args) -> None:
   import resource
   import time
   from audiolm_jax import tokenize
-  semantic, codec, _ = load_parts(args.w2v_bert, args.tokenizer, args.codec)
+  from audiolm_jax.data.audio import load_audio
+  if args.child in ("semantic", "acoustic"):
+    semantic, codec, _ = load_parts(args.w2v_bert, args.tokenizer, args.codec)
   out: dict = {}
-  if args.child == "semantic":
+  if args.child == "baseline":  # The imports alone (jax, the package): subtract from the rest.
+    pass
+  elif args.child == "semantic":
     wav = speech_like(args.seconds)
     t = time.perf_counter()
     ids = tokenize.semantic_tokens(semantic, [wav], batch_size=4,
@@ -111,7 +115,6 @@ def child(args) -> None:
     out = {"seconds": args.seconds, "frames": int(len(codes)), "wall_s": round(dt, 2),
            "audio_s_per_s": round(args.seconds / dt, 1)}
   elif args.child == "resample":
-    from audiolm_jax.data.audio import load_audio
     t = time.perf_counter()
     wav = load_audio(args.path, 16000)
     out = {"seconds": round(len(wav) / 16000, 1), "wall_s": round(time.perf_counter() - t, 2)}
@@ -252,6 +255,7 @@ def main(argv=None) -> int:
         x = speech_like(60, 48000, seed=a)
         f.write(np.stack([x, 0.5 * x], axis=1))
     result["resample_20min_48k_stereo_flac"] = run_child("resample", args, path=path)
+  result["baseline_rss_mb"] = run_child("baseline", args)["peak_rss_mb"]
   print(f"  resample: {result['resample_20min_48k_stereo_flac']}", file=sys.stderr)
   print("agreement with whole-clip tokens (2-minute clips):", file=sys.stderr)
   result["agreement"] = agreement(args)

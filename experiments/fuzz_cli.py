@@ -207,7 +207,7 @@ def cases(fx: dict) -> list[Case]:
                  os.path.join(fx["file"], "x.npz")], "error", "is a file"))
   c.append(Case("tokenize acoustic: --out under /proc (cannot be made)",
                 ["tokenize", "acoustic", "--codec", codec, a["good"], "--out",
-                 "/proc/audiolm/x.npz"], "error", "/proc"))
+                 "/proc/audiolm/x.npz"], "error", "--out /proc/audiolm/x.npz: cannot make"))
   c.append(Case("tokenize acoustic: codec checkpoint with flipped bits",
                 ["tokenize", "acoustic", "--codec", fx["codec_flipped"], a["good"], "--out",
                  out("flipped.npz")], "error", "", absent(out("flipped.npz"))))
@@ -223,7 +223,8 @@ def cases(fx: dict) -> list[Case]:
                  "--out", out("i.npz")], "error", ""))
   c.append(Case("tokenize fit-kmeans: --out under /proc",
                 ["tokenize", "fit-kmeans", "--features", "mfcc", "--config", "w2v_bert.py:tiny",
-                 "--data_dir", fx["data"], "--out", "/proc/audiolm/tok"], "error", "/proc"))
+                 "--data_dir", fx["data"], "--out", "/proc/audiolm/tok"], "error",
+                "--out /proc/audiolm/tok: cannot make"))
   c.append(Case("tokenize corpus: unbuilt corpus",
                 ["tokenize", "corpus", "--codec", codec, "--tokenizer", tok, "--corpus",
                  "synthetic_piano", "--data_dir", fx["data"], "--out", out("cache")], "error", ""))

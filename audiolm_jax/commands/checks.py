@@ -33,7 +33,8 @@ def output_dir(path: str, flag: str) -> str:
 
 
 def _writable_parent(parent: str, flag: str, path: str) -> str:
-  # The nearest existing ancestor decides whether the missing folders can be made.
+  """Makes the folder that will hold `path` now (so that a place where nothing can be
+  written fails here, not after the work)."""
   ancestor = parent
   while not os.path.exists(ancestor):
     ancestor = os.path.dirname(ancestor)
@@ -41,6 +42,10 @@ def _writable_parent(parent: str, flag: str, path: str) -> str:
     raise ConfigError(f"{flag} {path}: {ancestor} is a file, not a directory")
   if not os.access(ancestor, os.W_OK | os.X_OK):
     raise ConfigError(f"{flag} {path}: {ancestor} is not writable")
+  try:
+    os.makedirs(parent, exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"{flag} {path}: cannot make {parent} ({e.strerror or e})") from None
   return path
 
 
