@@ -88,8 +88,16 @@ def test_checksums_catch_one_flipped_bit_whatever_the_sharding():
     flipped.flat[index] ^= np.uint32(1 << bit)
     got = checkpoint_files.integrity_record({"w": flipped.view(np.float32)})["checksums"]["w"]
     assert got != reference, (index, bit)
-  for dtype in (jnp.bfloat16, jnp.int32, jnp.uint8, jnp.bool_):
-    checkpoint_files.integrity_record({"w": x.astype(dtype)})
+  # Host arrays take a numpy path (no compile): the same checksums for every dtype.
+  for dtype in (jnp.float32, jnp.bfloat16, jnp.int32, jnp.uint8, jnp.bool_):
+    on_device = {"w": x.astype(dtype), "v": (x[:7, :3] * 1e6).astype(dtype)}
+    on_host = jax.tree.map(np.asarray, on_device)
+    assert isinstance(on_host["w"], np.ndarray)
+    assert (checkpoint_files.integrity_record(on_host)
+            == checkpoint_files.integrity_record(on_device)), dtype
+  nan = np.array([1.0, np.nan], np.float32)
+  assert checkpoint_files.integrity_record({"w": nan})["nonfinite"] == ["w"]
+  assert checkpoint_files.integrity_record({"w": jnp.asarray(nan)})["nonfinite"] == ["w"]
 
 
 def test_a_state_holding_nan_is_never_saved(tmp_path, caplog):
