@@ -314,7 +314,8 @@ def cases(fx: dict) -> list[Case]:
   if fx["full_disk"]:
     c.append(Case("train: the disk fills up during checkpoints",
                   sem + ["--config.checkpoint_every=1", "--config.total_steps=40", "--workdir",
-                         os.path.join(fx["full_disk"], "w")], "error", "save failed"))
+                         os.path.join(fx["full_disk"], "w")], "error",
+                  "No space left on device"))
   # data, inspect
   c.append(Case("data build: unknown corpus", ["data", "build", "nope", "--data_dir",
                                                fx["data"]], "error", ""))

@@ -25,6 +25,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 from typing import Any
 
@@ -54,7 +55,10 @@ class DataStateHandler(ocp.CheckpointHandler):
   def save(self, directory: epath.Path, args: "DataStateSave"):
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
-    path.write_text(json.dumps(args.state, sort_keys=True))
+    try:
+      path.write_text(json.dumps(args.state, sort_keys=True))
+    except OSError as e:  # A full disk: the OS error names no file.
+      raise OSError(e.errno, e.strerror or str(e), os.fspath(path)) from e
 
   def restore(self, directory: epath.Path, args: "DataStateRestore | None" = None):
     del args
@@ -154,9 +158,13 @@ class Checkpointer:
     except Exception as e:
       self.failed = True
       done = self.all_steps()
+      # tensorstore names the OS error by its code at the end of a long message: lead with it.
+      code = re.search(r"os_error_code='?(\d+)", str(e))
+      cause = f"{os.strerror(int(code.group(1)))}: " if code else ""
       raise CheckpointError(
           f"{self.directory}: a checkpoint save failed"
-          f"{'' if step is None else f' (found when saving step {step})'} ({one_line(e)}); "
+          f"{'' if step is None else f' (found when saving step {step})'} ({cause}"
+          f"{one_line(e)}); "
           f"the checkpoints before it are kept "
           f"({', '.join(map(str, done[-3:])) or 'none'}); fix the cause and rerun the same "
           "command to continue") from e

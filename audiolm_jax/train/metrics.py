@@ -62,19 +62,24 @@ class MetricWriter:
     clean = {k: float(v) for k, v in metrics.items()}
     record = {"step": int(step), "split": split, "time": round(time.time(), 3),
               **{k: v if math.isfinite(v) else None for k, v in clean.items()}}
-    self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
-    self._jsonl.flush()
+    self._append(json.dumps(record, allow_nan=False))
     for k, v in clean.items():
       if math.isfinite(v):
         self._tb.add_scalar(f"{split}/{k}", v, int(step))
+
+  def _append(self, line: str) -> None:
+    try:
+      self._jsonl.write(line + "\n")
+      self._jsonl.flush()
+    except OSError as e:  # A full disk: say which file (the OS error names none).
+      raise OSError(e.errno, e.strerror or str(e), self._jsonl.name) from e
 
   def write_restart(self, step: int, origin: str) -> None:
     """Marks that the run (re)starts from `step` (see the module docstring)."""
     if self.enabled:
       record = {"step": int(step), "split": RESTART, "time": round(time.time(), 3),
                 "origin": origin}
-      self._jsonl.write(json.dumps(record) + "\n")
-      self._jsonl.flush()
+      self._append(json.dumps(record))
 
   def write_text(self, tag: str, text: str, step: int = 0) -> None:
     if self.enabled:

@@ -153,17 +153,20 @@ def test_load_codec_reports_bad_workdirs(run, tmp_path):
   with pytest.raises(CheckpointError):
     pretrained.load_codec(corrupt)
 
-  # Flipped bits that still decode as numbers fail the checksums saved with the checkpoint.
+  # Flipped bits (every 997th byte of every array file, so the generator's arrays are hit,
+  # not only the optimizer's or the discriminators', which load_codec does not read) fail
+  # the checksums saved with the checkpoint, or its decompression.
   flipped = str(tmp_path / "flipped" / "3")
   shutil.copytree(os.path.join(workdir, "checkpoints", "3"), flipped)
   pretrained.load_codec(flipped)
   files = [os.path.join(d, n) for d, _, names in os.walk(os.path.join(flipped, "state"))
            for n in names if os.sep + "d" in d and not n.startswith("_")]
-  largest = max(files, key=os.path.getsize)
-  data = bytearray(open(largest, "rb").read())
-  for i in range(500, len(data), 997):
-    data[i] ^= 0x01
-  open(largest, "wb").write(bytes(data))
+  assert files
+  for path in files:
+    data = bytearray(open(path, "rb").read())
+    for i in range(500, len(data), 997):
+      data[i] ^= 0x01
+    open(path, "wb").write(bytes(data))
   with pytest.raises(CheckpointError, match="checksums|unreadable|NaN"):
     pretrained.load_codec(flipped)
 
