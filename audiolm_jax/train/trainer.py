@@ -311,9 +311,10 @@ class Trainer:
     iterator = self.task.make_iterator(cfg.data.split, jax.process_index(),
                                        jax.process_count())
     self.check_data()
-    if self.is_chief:
-      self.checkpointer.check_free_space(sum(
-          x.size * x.dtype.itemsize for x in jax.tree.leaves(self.abstract)))
+    # Every process writes its own shards (and if one alone raised, the others would wait
+    # at the first collective), so every process checks its disk.
+    self.checkpointer.check_free_space(sum(
+        x.size * x.dtype.itemsize for x in jax.tree.leaves(self.abstract)))
     state, data_state, origin = self.restore_or_init(init_from)
     step = int(jax.device_get(state.step))
     if data_state:
