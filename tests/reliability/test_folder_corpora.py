@@ -32,11 +32,16 @@ def test_a_split_whose_only_file_is_bad_is_a_warning_not_a_failure(tmp_path):
     speech_like(str(root / "train-clean-100" / f"103-1240-{i:04d}.flac"), i)
   os.makedirs(root / "test-other")
   (root / "test-other" / "1688-142285-0000.flac").write_bytes(b"not audio at all" * 100)
+  # A split whose first file is good and the rest bad keeps its one example.
+  speech_like(str(root / "dev-clean" / "84-121123-0000.flac"), 9)
+  for i in (1, 2):
+    (root / "dev-clean" / f"84-121123-000{i}.flac").write_bytes(b"junk" * 100)
   summary = build(root, tmp_path / "data", layout="librispeech")
   assert summary["examples_per_split"]["train"] == 6
-  assert summary["skipped"] == 1
+  assert summary["examples_per_split"]["validation"] == 1
+  assert summary["skipped"] == 3
   assert any("all 1 of its sources were bad" in w for w in summary["warnings"])
-  assert any(w == "validation: no examples" for w in summary["warnings"])
+  assert any(w == "test: no examples" for w in summary["warnings"])
 
 
 def test_a_small_hash_split_folder_still_gets_validation_and_test(tmp_path):

@@ -63,24 +63,25 @@ class CorpusBuilder(tfds.core.GeneratorBasedBuilder):
     return tfds.core.DatasetInfo(builder=self, description=self.DESCRIPTION,
                                  features=self._features())
 
-  def _parallel_examples(self, make: Callable[[Any], dict], jobs: list[tuple[str, Any]]
-                         ) -> Iterator[tuple[str, dict]]:
+  def _parallel_examples(self, make: Callable[[Any], dict], jobs: list[tuple[str, Any]],
+                         made_before: int = 0) -> Iterator[tuple[str, dict]]:
     """Runs `make(job)` for each `(key, job)` over `self.workers` processes, in order.
 
     A job that raises `AudioLMError` (a bad source file, a failed synthesis) is recorded in
-    `self.skipped` with its reason; the build goes on.
+    `self.skipped` with its reason; the build goes on. `made_before`: examples of the same
+    split already yielded (a split is empty only if it has none at all).
     """
     if self.workers == 1 or len(jobs) < 4:
       results = (run_job(make, job) for _, job in jobs)
-      yield from self._collect(jobs, results)
+      yield from self._collect(jobs, results, made_before)
       return
     ctx = multiprocessing.get_context("fork")
     with concurrent.futures.ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
       results = pool.map(run_job, [make] * len(jobs), [j for _, j in jobs], chunksize=2)
-      yield from self._collect(jobs, results)
+      yield from self._collect(jobs, results, made_before)
 
-  def _collect(self, jobs, results) -> Iterator[tuple[str, dict]]:
-    made = 0
+  def _collect(self, jobs, results, made_before: int = 0) -> Iterator[tuple[str, dict]]:
+    made = made_before
     for (key, job), (example, error) in zip(jobs, results):
       if error is not None:
         self.skipped.append(Skipped(str(job_source(job)), *error))

@@ -276,4 +276,5 @@ class AudioFolder(base.CorpusBuilder):
 
   def _generate_examples(self, jobs: list[FileJob], first: tuple[str, dict]):
     yield first
-    yield from self._parallel_examples(make_file_example, [(j.key, j) for j in jobs])
+    yield from self._parallel_examples(make_file_example, [(j.key, j) for j in jobs],
+                                       made_before=1)
