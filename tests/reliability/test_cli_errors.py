@@ -6,14 +6,13 @@ import glob
 import os
 import shutil
 
-import numpy as np
 import pytest
 
 import audiolm_jax.tasks  # noqa: F401  (registers the stage tasks)
 from audiolm_jax import config as config_lib
 from audiolm_jax.cli import main
-from audiolm_jax.data.tokens import write_token_cache
 from audiolm_jax.errors import ConfigError
+from train_helpers import write_fake_token_cache
 
 
 def run(capsys, *argv):
@@ -84,16 +83,7 @@ def test_os_errors_are_one_line(capsys, tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-  rng = np.random.default_rng(0)
-
-  def utterances(n):
-    for i in range(n):
-      t = int(rng.integers(20, 36))
-      yield {"semantic": rng.integers(0, 32, t), "acoustic": rng.integers(0, 32, (2 * t, 4))}
-
-  path = str(tmp_path_factory.mktemp("cache"))
-  write_token_cache(path, {"train": utterances(12), "validation": utterances(5)})
-  return path
+  return write_fake_token_cache(str(tmp_path_factory.mktemp("tokens")))
 
 
 def _garbage(path):

@@ -4,47 +4,13 @@ import json
 import math
 import shutil
 
-import numpy as np
-import toy_lm
-
 from audiolm_jax.train import metrics as metrics_lib
 from audiolm_jax.train.trainer import train
-from train_helpers import toy_config
-
-
-def nan_at(monkeypatch, bad_steps):
-  original = toy_lm.ToyLMTask.make_iterator
-
-  class Injector:
-    def __init__(self, it):
-      self.it, self.n = it, 0
-
-    def __iter__(self):
-      return self
-
-    def __next__(self):
-      batch = dict(next(self.it))
-      self.n += 1
-      if self.n in bad_steps:
-        batch["valid"] = batch["valid"].copy()
-        batch["valid"][0] = np.nan
-      return batch
-
-    def get_state(self):
-      return self.it.get_state()
-
-    def set_state(self, state):
-      self.it.set_state(state)
-
-  def make_iterator(self, split, *args):
-    it = original(self, split, *args)
-    return Injector(it) if split == "train" else it
-
-  monkeypatch.setattr(toy_lm.ToyLMTask, "make_iterator", make_iterator)
+from train_helpers import inject_nans, toy_config
 
 
 def test_one_nan_step_neither_poisons_its_window_nor_the_json(tmp_path, monkeypatch):
-  nan_at(monkeypatch, {3})
+  inject_nans(monkeypatch, {3})
   train(toy_config(mesh__data=1, total_steps=8, log_every=4, checkpoint_every=100,
                    eval_every=0), str(tmp_path))
   lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
@@ -60,7 +26,7 @@ def test_one_nan_step_neither_poisons_its_window_nor_the_json(tmp_path, monkeypa
 
 
 def test_a_nan_alone_in_its_window_is_null(tmp_path, monkeypatch):
-  nan_at(monkeypatch, {2})
+  inject_nans(monkeypatch, {2})
   train(toy_config(mesh__data=1, total_steps=3, log_every=1, checkpoint_every=100,
                    eval_every=0), str(tmp_path))
   raw = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

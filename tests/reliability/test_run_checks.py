@@ -3,33 +3,19 @@
 import json
 import os
 
-import numpy as np
 import pytest
 
 import audiolm_jax.tasks  # noqa: F401  (registers the stage tasks)
 from audiolm_jax.config import load_config
-from audiolm_jax.data.tokens import write_token_cache
 from audiolm_jax.errors import AudioLMError, ConfigError
 from audiolm_jax.train import metrics as metrics_lib
 from audiolm_jax.train.trainer import train
-from train_helpers import toy_config
-
-K, Q = 32, 4
+from train_helpers import toy_config, write_fake_token_cache
 
 
 @pytest.fixture(scope="module")
 def tokens_dir(tmp_path_factory):
-  rng = np.random.default_rng(0)
-
-  def utterances(n):
-    for i in range(n):
-      t = int(rng.integers(20, 36))
-      yield {"semantic": rng.integers(0, K, t), "acoustic": rng.integers(0, K, (2 * t, Q)),
-             "speaker_id": i % 2, "sentence_id": i, "transcript": ""}
-
-  path = str(tmp_path_factory.mktemp("tokens"))
-  write_token_cache(path, {"train": utterances(12), "validation": utterances(5)})
-  return path
+  return write_fake_token_cache(str(tmp_path_factory.mktemp("tokens")))
 
 
 def stage(task, tokens_dir, **overrides):

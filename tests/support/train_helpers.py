@@ -124,3 +124,58 @@ def fingerprint(workdir, step=None):
   step_dir = checkpoint_files.find_step_dir(path)
   return checkpoint_files.param_fingerprint(
       checkpoint.read_numpy(step_dir, ("params",))["params"])
+
+
+class NaNInjector:
+  """Wraps a data iterator; the batches of the given (1-based) steps get a NaN `valid` entry."""
+
+  def __init__(self, it, bad_steps):
+    self.it, self.bad_steps, self.n = it, set(bad_steps), 0
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    import numpy as np
+    batch = dict(next(self.it))
+    self.n += 1
+    if self.n in self.bad_steps:
+      batch["valid"] = batch["valid"].copy()
+      batch["valid"][0] = np.nan
+    return batch
+
+  def get_state(self):
+    return self.it.get_state()
+
+  def set_state(self, state):
+    self.it.set_state(state)
+
+
+def inject_nans(monkeypatch, bad_steps):
+  """The toy LM's training batches of `bad_steps` (1-based) get a NaN."""
+  import toy_lm
+  original = toy_lm.ToyLMTask.make_iterator
+
+  def make_iterator(self, split, process_index, process_count):
+    it = original(self, split, process_index, process_count)
+    return NaNInjector(it, bad_steps) if split == "train" else it
+
+  monkeypatch.setattr(toy_lm.ToyLMTask, "make_iterator", make_iterator)
+
+
+def write_fake_token_cache(path, codebook_size=32, levels=4, seed=0):
+  """A token cache of random ids (12 train, 5 validation utterances of 20-35 semantic frames,
+  2 acoustic frames each) for the stage tasks."""
+  import numpy as np
+  from audiolm_jax.data.tokens import write_token_cache
+  rng = np.random.default_rng(seed)
+
+  def utterances(n):
+    for i in range(n):
+      t = int(rng.integers(20, 36))
+      yield {"semantic": rng.integers(0, codebook_size, t),
+             "acoustic": rng.integers(0, codebook_size, (2 * t, levels)),
+             "speaker_id": i % 2, "sentence_id": i, "transcript": ""}
+
+  write_token_cache(path, {"train": utterances(12), "validation": utterances(5)})
+  return path

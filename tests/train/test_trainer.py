@@ -16,41 +16,7 @@ from jax.sharding import PartitionSpec as P
 from audiolm_jax.train import metrics as metrics_lib
 from audiolm_jax.checkpoint_files import param_fingerprint
 from audiolm_jax.train.trainer import NonFiniteError, Trainer, train
-from train_helpers import fingerprint, read_tb_scalars, toy_config
-
-
-class NaNInjector:
-  """Wraps a data iterator; the batches of the given (1-based) steps get a NaN `valid` entry."""
-
-  def __init__(self, it, bad_steps):
-    self.it, self.bad_steps, self.n = it, set(bad_steps), 0
-
-  def __iter__(self):
-    return self
-
-  def __next__(self):
-    batch = dict(next(self.it))
-    self.n += 1
-    if self.n in self.bad_steps:
-      batch["valid"] = batch["valid"].copy()
-      batch["valid"][0] = np.nan
-    return batch
-
-  def get_state(self):
-    return self.it.get_state()
-
-  def set_state(self, state):
-    self.it.set_state(state)
-
-
-def inject_nans(monkeypatch, bad_steps):
-  original = toy_lm.ToyLMTask.make_iterator
-
-  def make_iterator(self, split, process_index, process_count):
-    it = original(self, split, process_index, process_count)
-    return NaNInjector(it, bad_steps) if split == "train" else it
-
-  monkeypatch.setattr(toy_lm.ToyLMTask, "make_iterator", make_iterator)
+from train_helpers import fingerprint, inject_nans, read_tb_scalars, toy_config
 
 
 def records(workdir, split="train"):
