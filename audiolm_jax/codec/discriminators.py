@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 
 from audiolm_jax.errors import ConfigError
+from audiolm_jax.layers.conv import GroupedConv1d
 from audiolm_jax.layers.spectral import stft
 
 Array = jax.Array
@@ -121,8 +122,12 @@ class WaveDiscriminator(nn.Module):
       out = min(channels * 4, c.wave_max_channels)
       # MelGAN's C_in / 4 groups, reduced to a common divisor of C_in and C_out if need be.
       groups = math.gcd(math.gcd(max(channels // 4, 1), channels), out)
-      x = _conv(out, (41,), strides=(4,), padding=((20, 20),), groups=groups,
-                name=f"conv_down_{i}")(x)                                   # [B, ~T / 4, C]
+      x = GroupedConv1d(
+          out, 41, stride=4, padding=(20, 20), groups=groups, name=f"conv_down_{i}",
+          kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+                                                   _CONV1D_AXES),
+          bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)))(x)
+      # [B, ~T / 4, C]
       x = nn.leaky_relu(x, 0.2)
       features.append(x)
       channels = out

@@ -27,10 +27,15 @@ transposed convolution of SEANet/EnCodec, `y[n] = sum_t x[t] W[n - t s]` for
 output channels followed by a depth-to-space reshape. That computes the minimum number of
 multiply-adds (no zero-stuffed input), and its streaming state is, as for every other layer
 here, a buffer of past input frames.
+
+Grouped convolution. `GroupedConv1d` is `nn.Conv` with `feature_group_count` (same parameters,
+same outputs and gradients) whose weight gradient is a batched contraction of input patches
+rather than XLA:CPU's grouped lowering, 2-10x slower at MelGAN's shapes (`grouped_conv1d`).
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -207,3 +212,74 @@ class Snake(nn.Module):
     alpha = self.param("alpha", nn.with_logical_partitioning(nn.initializers.ones, _BIAS_AXES),
                        (x.shape[-1],), self.param_dtype).astype(x.dtype)
     return x + jnp.square(jnp.sin(alpha * x)) / (alpha + 1e-9)
+
+
+def _grouped_conv(x: Array, w: Array, stride: int, padding: tuple[int, int],
+                  groups: int) -> Array:
+  return jax.lax.conv_general_dilated(x, w, (stride,), (padding,),
+                                      dimension_numbers=("NWC", "WIO", "NWC"),
+                                      feature_group_count=groups)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _grouped_conv1d(x, w, stride, padding, groups):
+  return _grouped_conv(x, w, stride, padding, groups)
+
+
+def _grouped_fwd(x, w, stride, padding, groups):
+  return _grouped_conv(x, w, stride, padding, groups), (x, w)
+
+
+def _grouped_bwd(stride, padding, groups, res, g):
+  """dx through XLA's own transposed convolution; dw as one batched contraction of the input's
+  patches with g (XLA:CPU lowers the grouped weight gradient to a loop that took 3.2 s for
+  one MelGAN layer, against 0.29 s for this)."""
+  x, w = res
+  _, dx_fn = jax.vjp(lambda x: _grouped_conv(x, w, stride, padding, groups), x)
+  (dx,) = dx_fn(g)
+  taps, group_in, out = w.shape
+  batch, frames = g.shape[:2]
+  xp = jnp.pad(x, ((0, 0), padding, (0, 0)))
+  span = stride * (frames - 1) + 1
+  patches = jnp.stack([xp[:, k:k + span:stride] for k in range(taps)], axis=2)  # [B, T', K, C]
+  patches = patches.reshape(batch, frames, taps, groups, group_in)
+  g = g.reshape(batch, frames, groups, out // groups)
+  dw = jnp.einsum("btkgc,btgo->kcgo", patches, g).reshape(taps, group_in, out)
+  return dx, dw.astype(w.dtype)
+
+
+_grouped_conv1d.defvjp(_grouped_fwd, _grouped_bwd)
+
+
+def grouped_conv1d(x: Array, w: Array, *, stride: int, padding: tuple[int, int],
+                   groups: int) -> Array:
+  """`lax.conv_general_dilated` with `feature_group_count=groups` on NWC `x [B, T, C_in]` and
+  a WIO kernel `w [K, C_in / groups, C_out]` (nn.Conv's layout), with the same gradients but a
+  weight gradient that XLA:CPU runs 2-10x faster (see `_grouped_bwd`)."""
+  return _grouped_conv1d(x, w, stride, tuple(padding), groups)
+
+
+class GroupedConv1d(nn.Module):
+  """`nn.Conv(features, (K,), strides, padding, feature_group_count=groups)` for 1-D inputs,
+  with the same parameters ("kernel" `[K, C_in / groups, C_out]`, "bias" `[C_out]`) and outputs,
+  through `grouped_conv1d`."""
+  features: int
+  kernel_size: int
+  stride: int
+  padding: tuple[int, int]
+  groups: int
+  kernel_init: Any = nn.initializers.lecun_normal()
+  bias_init: Any = nn.initializers.zeros
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param("kernel", self.kernel_init,
+                        (self.kernel_size, x.shape[-1] // self.groups, self.features))
+    bias = self.param("bias", self.bias_init, (self.features,))
+    kernel = jnp.asarray(kernel, x.dtype)
+    if self.groups == 1:  # XLA's own gradients are fast without groups.
+      y = _grouped_conv(x, kernel, self.stride, tuple(self.padding), 1)
+    else:
+      y = grouped_conv1d(x, kernel, stride=self.stride, padding=self.padding,
+                         groups=self.groups)
+    return y + jnp.asarray(bias, y.dtype)

@@ -77,12 +77,20 @@ def _layout(lm: StageModel, kind: type) -> Stage:
 def _sample(stage: Stage, logits_fn: CachedLogits, params: PyTree, prompt: np.ndarray,
             max_length: int, rng: jax.Array, logit_mask: np.ndarray, temperature: float | None,
             top_k: int, top_p: float) -> np.ndarray:
-  """Continues `prompt [B, P]` to `max_length` tokens (never stopping early); `[B, max_length]`."""
+  """Continues `prompt [B, P]` to `max_length` tokens (never stopping early); `[B, max_length]`.
+
+  Each position is scored over its window of `stage.vocab_width` ids only (one acoustic level
+  in stages 2 and 3; see `lm.stages.vocab_windows`)."""
+  starts = stage.vocab_windows(max_length)
+  if np.any(starts[prompt.shape[1]:] < 0):
+    raise ValueError(f"{type(stage).__name__}: a prompt of {prompt.shape[1]} tokens leaves "
+                     "conditioning positions to sample")
   out = sample(logits_fn, params, logits_fn.init_state(prompt.shape[0], max_length),
                jnp.asarray(prompt), rng, max_length=max_length,
                temperature=stage.temperature if temperature is None else temperature,
                top_k=top_k, top_p=top_p, logit_mask=jnp.asarray(logit_mask[:max_length]),
-               eos_id=None, pad_id=stage.pad_id)
+               eos_id=None, pad_id=stage.pad_id, vocab_starts=jnp.asarray(np.maximum(starts, 0)),
+               vocab_width=stage.vocab_width)
   return np.asarray(out.tokens)
 
 

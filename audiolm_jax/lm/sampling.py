@@ -23,6 +23,17 @@ row is finished or `max_length` is reached. The prompt comes back unchanged as t
 
 Prompts of different lengths in one batch: left-pad them with the pad id of a model that hides
 padding (see `TransformerConfig.pad_id`), so every row has the same P.
+
+Sliced vocabularies: with `vocab_width=W` and `vocab_starts [N]`, position i is drawn among the
+ids `vocab_starts[i] .. vocab_starts[i] + W - 1` only (`lm.stages.vocab_windows`: one acoustic
+level's codes in stages 2 and 3), and the callback is asked for just those logits of just the
+last token:
+
+    tokens_to_logits(params, tokens [B, T], cache, vocab_start, vocab_width) -> ([B, W], cache)
+
+The draws are those of the full-vocabulary sampler under a `logit_mask` that allows no id
+outside the window (same distribution; the random stream differs, since the draw runs over W
+ids). The prefill pass then computes one row of logits, not P.
 """
 
 from __future__ import annotations
@@ -91,11 +102,12 @@ def sample_token(logits: Array, rng: Array, *, temperature: float | Array = 1.0,
 
 
 @functools.partial(jax.jit, static_argnames=("tokens_to_logits", "max_length", "top_k", "top_p",
-                                             "eos_id", "pad_id"))
+                                             "eos_id", "pad_id", "vocab_width"))
 def sample(tokens_to_logits: TokensToLogits, params: Any, cache: Any, prompt: Array,
            rng: Array, *, max_length: int, temperature: float | Array = 1.0, top_k: int = 0,
            top_p: float = 1.0, logit_mask: Array | None = None, eos_id: int | None = None,
-           pad_id: int = 0) -> SampleOutput:
+           pad_id: int = 0, vocab_starts: Array | None = None,
+           vocab_width: int | None = None) -> SampleOutput:
   """Continues `prompt [B, P]` to `max_length` tokens.
 
   Args:
@@ -113,6 +125,10 @@ def sample(tokens_to_logits: TokensToLogits, params: Any, cache: Any, prompt: Ar
       sequence position i (rows of prompt positions are not used).
     eos_id: id that finishes a row, or None to always generate `max_length` tokens.
     pad_id: written after a row's EOS.
+    vocab_starts: int `[N']`, N' >= N, with `vocab_width`: position i draws among ids
+      `vocab_starts[i] .. vocab_starts[i] + vocab_width - 1` (see the module docstring);
+      `logit_mask` rows are then read in that window.
+    vocab_width: W, or None to score the whole vocabulary.
   """
   batch, prompt_length = prompt.shape
   if not 1 <= prompt_length <= max_length:
@@ -120,12 +136,30 @@ def sample(tokens_to_logits: TokensToLogits, params: Any, cache: Any, prompt: Ar
   if logit_mask is not None and logit_mask.shape[-2] < max_length:
     raise ValueError(f"logit_mask covers {logit_mask.shape[-2]} positions, fewer than "
                      f"max_length={max_length}")
+  if (vocab_width is None) != (vocab_starts is None):
+    raise ValueError("vocab_starts and vocab_width go together")
+  if vocab_starts is not None and vocab_starts.shape[-1] < max_length:
+    raise ValueError(f"vocab_starts covers {vocab_starts.shape[-1]} positions, fewer than "
+                     f"max_length={max_length}")
   prompt = prompt.astype(jnp.int32)
   tokens = jnp.full((batch, max_length), pad_id, jnp.int32)
   tokens = jax.lax.dynamic_update_slice(tokens, prompt, (0, 0))  # [B, N]
 
-  logits, cache = tokens_to_logits(params, prompt, cache)  # prefill: [B, P, V]
-  state = (jnp.int32(prompt_length), tokens, logits[:, -1], cache, jnp.zeros((batch,), bool))
+  def start_of(i):
+    """The first id scored at position i (0 without windows); i is clamped into the buffer."""
+    if vocab_starts is None:
+      return jnp.int32(0)
+    return jnp.asarray(vocab_starts, jnp.int32)[jnp.minimum(i, max_length - 1)]
+
+  def next_logits(new_tokens, cache, i):
+    """`[B, V or W]` logits for position i, after feeding `new_tokens` (which end at i - 1)."""
+    if vocab_width is None:
+      logits, cache = tokens_to_logits(params, new_tokens, cache)  # [B, T, V]
+      return logits[:, -1], cache
+    return tokens_to_logits(params, new_tokens, cache, start_of(i), vocab_width)  # [B, W]
+
+  logits, cache = next_logits(prompt, cache, jnp.int32(prompt_length))  # the prefill pass
+  state = (jnp.int32(prompt_length), tokens, logits, cache, jnp.zeros((batch,), bool))
 
   def keep_going(state):
     i, _, _, _, finished = state
@@ -133,17 +167,20 @@ def sample(tokens_to_logits: TokensToLogits, params: Any, cache: Any, prompt: Ar
 
   def step(state):
     i, tokens, logits, cache, finished = state
+    start = start_of(i)
     mask = None
     if logit_mask is not None:
       mask = jax.lax.dynamic_index_in_dim(logit_mask, i, axis=-2, keepdims=False)  # [(B,) V]
-    new = sample_token(logits, jax.random.fold_in(rng, i), temperature=temperature,
-                       top_k=top_k, top_p=top_p, mask=mask)  # [B]
+      if vocab_width is not None:
+        mask = jax.lax.dynamic_slice_in_dim(mask, start, vocab_width, axis=-1)  # [(B,) W]
+    new = start + sample_token(logits, jax.random.fold_in(rng, i), temperature=temperature,
+                               top_k=top_k, top_p=top_p, mask=mask)  # [B]
     new = jnp.where(finished, pad_id, new)
     tokens = jax.lax.dynamic_update_slice(tokens, new[:, None], (0, i))
     if eos_id is not None:
       finished = finished | (new == eos_id)
-    logits, cache = tokens_to_logits(params, new[:, None], cache)  # [B, 1, V]
-    return i + 1, tokens, logits[:, 0], cache, finished
+    logits, cache = next_logits(new[:, None], cache, i + 1)
+    return i + 1, tokens, logits, cache, finished
 
   _, tokens, _, _, _ = jax.lax.while_loop(keep_going, step, state)
 

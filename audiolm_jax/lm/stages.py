@@ -40,6 +40,18 @@ stage 2: coarse tokens; stage 3: fine tokens), 0 on conditioning and padding.
 
 Logit masks: `logit_mask()[i]` lists the ids allowed at sequence position i (for the sampler,
 whose step i fills position i); `target_logit_mask()[i]` the ids allowed as target i (training).
+
+Level-sliced outputs. Every id allowed at a generated position of stages 2 and 3 lies in one
+level's K ids, so the output layer need not score the rest:
+
+* `level_span()` (training): the learned targets are one periodic span, target
+  `start + f * Q + q` being a code of level q; the model scores it against that level's K ids
+  only (`Transformer(..., output=span)` -> logits `[B, F, Q, K]`), which gives the masked
+  full-vocabulary loss exactly, at K / V of its output-layer cost (V = 4,100 + K_s and
+  12,292 ids at the paper's sizes, K = 1,024).
+* `vocab_windows(length)` (sampling): for each position, the first id of a window of
+  `width` ids that holds every id allowed there (-1 if none does); the sampler scores only the
+  window (`lm.sampling.sample(..., vocab_starts=, vocab_width=)`).
 """
 
 from __future__ import annotations
@@ -179,6 +191,20 @@ class Vocabulary:
     return allowed
 
 
+class LevelSpan(NamedTuple):
+  """Targets `start + f * levels + q` (f < frames, q < levels) are ids of level q, which are
+  `first_id + q * width .. first_id + (q + 1) * width - 1`; no other target is learned."""
+  start: int
+  frames: int
+  levels: int
+  first_id: int
+  width: int
+
+  @property
+  def stop(self) -> int:
+    return self.start + self.frames * self.levels
+
+
 def _shift_left(sequence: np.ndarray, pad_id: int) -> np.ndarray:
   return np.concatenate([sequence[1:], [pad_id]]).astype(np.int32)
 
@@ -235,6 +261,27 @@ class _Stage:
     mask = self._position_masks(self.sequence_length + 1)[1:]
     mask[-1] = True  # The target after the last position is padding with weight 0.
     return mask
+
+  def level_span(self) -> LevelSpan | None:
+    """The level-sliced span of the learned targets (stages 2 and 3), or None (stage 1)."""
+    return None
+
+  @property
+  def vocab_width(self) -> int:
+    """Ids scored per sampled position (`vocab_windows`): a level's codes, or every id."""
+    return self.vocab.size
+
+  def vocab_windows(self, length: int | None = None) -> np.ndarray:
+    """int32 `[length]`: position i may sample only ids `starts[i] .. starts[i] + width - 1`
+    (`width = vocab_width`), a window holding every id `logit_mask()[i]` allows; -1 where no
+    window does (conditioning positions, never sampled by `lm.generate`)."""
+    mask, width = self.logit_mask(length), self.vocab_width
+    starts = np.full(len(mask), -1, np.int32)
+    for i, row in enumerate(mask):
+      ids = np.flatnonzero(row)
+      if ids.size and ids[-1] - ids[0] < width:
+        starts[i] = min(ids[0], self.vocab_size - width)
+    return starts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -425,6 +472,16 @@ class CoarseStage(_Stage):
                        for c in acoustic_codes])
     return np.concatenate([rows, coarse], axis=1).astype(np.int32)
 
+  @property
+  def vocab_width(self) -> int:
+    return self.acoustic_codebook_size
+
+  def level_span(self) -> LevelSpan:
+    """The learned targets: SEP (position `prefix_length - 1`) predicts c(1,1), and so on."""
+    return LevelSpan(start=self.prefix_length - 1, frames=self.max_frames,
+                     levels=self.num_coarse, first_id=self.vocab.offset(self._level(0)),
+                     width=self.acoustic_codebook_size)
+
   def coarse_codes(self, tokens, num_frames: int):
     """Codes `[B, T, Q']` of the first `num_frames` coarse frames of sampled `tokens [B, N]`."""
     flat = tokens[:, self.prefix_length:self.prefix_length + num_frames * self.num_coarse]
@@ -525,6 +582,16 @@ class FineStage(_Stage):
     fine = np.stack([self._fine_ids(_check_codes(f, "fine prompt codes", self.num_fine,
                                                  self.max_frames)) for f in fine_codes])
     return np.concatenate([rows, fine], axis=1).astype(np.int32)
+
+  @property
+  def vocab_width(self) -> int:
+    return self.acoustic_codebook_size
+
+  def level_span(self) -> LevelSpan:
+    """The learned targets: SEP (position `prefix_length - 1`) predicts f(1,Q'+1), and so on."""
+    return LevelSpan(start=self.prefix_length - 1, frames=self.max_frames,
+                     levels=self.num_fine, first_id=self.vocab.offset(self.num_coarse),
+                     width=self.acoustic_codebook_size)
 
   def fine_codes(self, tokens, num_frames: int):
     """Codes `[B, T, Q - Q']` of the first `num_frames` fine frames of sampled `tokens [B, N]`."""

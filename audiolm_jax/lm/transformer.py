@@ -25,9 +25,18 @@ model; each position still attends to itself, which keeps padded rows finite).
 
 Decoding: `decode=True` writes keys/values into a fixed-size KV cache in the linen `"cache"`
 collection (see `init_cache`), at the cache's own `index`; a call may hold a whole prompt (the
-prefill pass) or one token. `CachedLogits` and `FullPassLogits` adapt a model to the
+prefill pass) or one token. Attention then reads only the filled part of the cache, rounded up to
+a bucket (`layers.attention.cache_buckets`), so a step's cost follows the tokens decoded so far,
+not the buffer's size. `CachedLogits` and `FullPassLogits` adapt a model to the
 `tokens_to_logits` callback of `audiolm_jax.lm.sampling.sample`: the first uses the cache, the
 second recomputes the whole prefix each step (for checks and benchmarks).
+
+Output layer (`output=`): by default the logits of every position over the whole vocabulary
+`[B, T, V]`. Two cheaper heads give the same numbers where they are needed:
+* `lm.stages.LevelSpan` (training the coarse and fine stages): the positions of the span only,
+  each against its level's K ids, `[B, F, Q, K]`: K / V of the output layer's FLOPs;
+* `VocabWindow(position, start, width)` (sampling): one position against ids
+  `start .. start + width - 1`, `[B, width]` (position and start may be traced).
 
 Large models: `scan_layers=True` stacks the layers' parameters on a leading `layers` axis and
 compiles one layer (`nn.scan`); `remat_policy` chooses what `nn.remat` keeps for the backward pass.
@@ -36,13 +45,14 @@ compiles one layer (`nn.scan`); `remat_policy` chooses what `nn.remat` keeps for
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from audiolm_jax.layers.attention import MultiHeadAttention, RelativePositionBias
+from audiolm_jax.lm.stages import LevelSpan
 
 Array = jax.Array
 
@@ -109,6 +119,14 @@ class TransformerConfig:
     return cls(**values)
 
 
+class VocabWindow(NamedTuple):
+  """The logits of token `position` of a call (an index into its T tokens) over the ids
+  `start .. start + width - 1`; `position` and `start` may be traced, `width` is static."""
+  position: Any
+  start: Any
+  width: int
+
+
 def _dense(name: str, module: nn.Module, shape, names, dtype) -> Array:
   """A bias-free kernel with logical axis names, cast to the computation dtype."""
   init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
@@ -173,8 +191,8 @@ class Transformer(nn.Module):
   config: TransformerConfig
 
   @nn.compact
-  def __call__(self, tokens: Array, *, decode: bool = False,
-               deterministic: bool = True) -> Array:
+  def __call__(self, tokens: Array, *, decode: bool = False, deterministic: bool = True,
+               output: LevelSpan | VocabWindow | None = None) -> Array:
     """Runs the model.
 
     Args:
@@ -182,6 +200,8 @@ class Transformer(nn.Module):
       decode: continue the sequence held in the `"cache"` collection (which must be mutable):
         `tokens` are positions `index .. index + T - 1` of it. Without decode, a causal full pass.
       deterministic: disables dropout (else a `"dropout"` rng is needed).
+      output: None for the logits `[B, T, V]`; a `LevelSpan` for `[B, F, Q, K]` (the span's
+        positions, each over its level's ids); a `VocabWindow` for `[B, width]`.
     """
     cfg, dtype = self.config, jnp.dtype(self.config.dtype)
     batch, length = tokens.shape
@@ -227,9 +247,7 @@ class Transformer(nn.Module):
     x = _rms_norm(cfg, "final_norm")(x)
     x = nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
     w_logits = _dense("logits", self, (cfg.d_model, cfg.vocab_size), ("embed", "vocab"), dtype)
-    logits = (x @ w_logits).astype(jnp.float32)  # [B, T, V]
-    return nn.with_logical_constraint(
-        logits, ("activation_batch", "activation_length", "activation_vocab"))
+    return _output_layer(x, w_logits, output)
 
   def _positions(self, tokens: Array, decode: bool):
     """Query positions `[T]`, key positions `[S]`, visible keys `[B, S]` and the cache index.
@@ -254,6 +272,35 @@ class Transformer(nn.Module):
     index.value = cache_index + length
     positions = cache_index + jnp.arange(length)
     return positions, jnp.arange(visible.value.shape[1]), visible.value, cache_index
+
+
+def _output_layer(x: Array, w: Array, output: LevelSpan | VocabWindow | None) -> Array:
+  """Float32 logits of the final hidden states `x [B, T, D]` with the kernel `w [D, V]`."""
+  batch, length, d_model = x.shape
+  if output is None:
+    logits = (x @ w).astype(jnp.float32)  # [B, T, V]
+    return nn.with_logical_constraint(
+        logits, ("activation_batch", "activation_length", "activation_vocab"))
+  if isinstance(output, LevelSpan):
+    if output.stop > length or output.first_id + output.levels * output.width > w.shape[1]:
+      raise ValueError(f"{output} does not fit {length} positions and {w.shape[1]} ids")
+    h = x[:, output.start:output.stop].reshape(batch, output.frames, output.levels, d_model)
+    # Level q's ids are consecutive, so the levels' kernels are one slice of w, no gather.
+    w_levels = w[:, output.first_id:output.first_id + output.levels * output.width]
+    w_levels = w_levels.reshape(d_model, output.levels, output.width)  # [D, Q, K]
+    logits = jnp.einsum("bfqd,dqk->bfqk", h, w_levels).astype(jnp.float32)  # [B, F, Q, K]
+    return nn.with_logical_constraint(
+        logits, ("activation_batch", "activation_length", None, "activation_vocab"))
+  if isinstance(output, VocabWindow):
+    h = jax.lax.dynamic_index_in_dim(x, output.position, axis=1, keepdims=False)  # [B, D]
+    w_window = w
+    if output.width != w.shape[1]:
+      w_window = jax.lax.dynamic_slice_in_dim(w, output.start, output.width, axis=1)  # [D, W]
+      # Materialised: XLA:CPU fused the slice into the dot as a naive loop (0.5 ms a token).
+      w_window = jax.lax.optimization_barrier(w_window)
+    logits = (h @ w_window).astype(jnp.float32)  # [B, W]
+    return nn.with_logical_constraint(logits, ("activation_batch", "activation_vocab"))
+  raise TypeError(f"output must be None, a LevelSpan or a VocabWindow, got {output!r}")
 
 
 def init_cache(config: TransformerConfig, batch_size: int, length: int | None = None):
@@ -281,9 +328,16 @@ class CachedLogits:
   def init_state(self, batch_size: int, length: int):
     return init_cache(self.model.config, batch_size, length)
 
-  def __call__(self, params, tokens: Array, cache) -> tuple[Array, Any]:
+  def __call__(self, params, tokens: Array, cache, vocab_start=None,
+               vocab_width: int | None = None) -> tuple[Array, Any]:
+    """Logits `[B, T, V]`; with `vocab_width`, those of the last token over ids
+    `vocab_start .. vocab_start + vocab_width - 1`, `[B, vocab_width]` (the sampler's sliced
+    call, which computes no other logits)."""
+    output = None
+    if vocab_width is not None:
+      output = VocabWindow(tokens.shape[1] - 1, vocab_start, vocab_width)
     logits, variables = self.model.apply({"params": params, "cache": cache}, tokens,
-                                         decode=True, mutable=["cache"])
+                                         decode=True, output=output, mutable=["cache"])
     return logits, variables["cache"]
 
 
@@ -304,9 +358,15 @@ class FullPassLogits:
     return {"tokens": jnp.full((batch_size, length), pad, jnp.int32),
             "index": jnp.zeros((), jnp.int32)}
 
-  def __call__(self, params, tokens: Array, state) -> tuple[Array, Any]:
+  def __call__(self, params, tokens: Array, state, vocab_start=None,
+               vocab_width: int | None = None) -> tuple[Array, Any]:
+    """As `CachedLogits.__call__`."""
     index = state["index"]
     buffer = jax.lax.dynamic_update_slice(state["tokens"], tokens.astype(jnp.int32), (0, index))
+    new_state = {"tokens": buffer, "index": index + tokens.shape[1]}
+    if vocab_width is not None:
+      last = VocabWindow(index + tokens.shape[1] - 1, vocab_start, vocab_width)
+      return self.model.apply({"params": params}, buffer, output=last), new_state
     logits = self.model.apply({"params": params}, buffer)  # [B, S, V]
     logits = jax.lax.dynamic_slice_in_dim(logits, index, tokens.shape[1], axis=1)  # [B, T, V]
-    return logits, {"tokens": buffer, "index": index + tokens.shape[1]}
+    return logits, new_state

@@ -25,7 +25,12 @@ over the ids allowed at each target (`stage.target_logit_mask()`, the same ids t
 allows); `LossOutput.weight` is the number of weighted tokens. Metrics: `accuracy` (of the
 argmax among the allowed ids) and `perplexity` (exp of the batch loss; averaged over batches it is
 an upper bound of the exp of the averaged loss). Throughput is counted in sequence tokens (N per
-example) and model FLOPs follow the 6 * params * tokens + attention rule, for MFU.
+example) and model FLOPs follow the 6 * params * tokens + attention rule, for MFU, counting only
+the useful part of the output layer (`stage_flops`).
+
+Stages 2 and 3 score each learned target against its own level's K ids only
+(`level_sliced_loss`, `lm.stages.LevelSpan`): the same loss and gradients as the masked
+full-vocabulary softmax, with 4-12x fewer FLOPs in the output layer at the paper's sizes.
 
 Shape letters: B batch, N tokens of a stage's sequence, V vocabulary.
 """
@@ -75,6 +80,45 @@ def weighted_cross_entropy(logits: jax.Array, targets: jax.Array, weights: jax.A
   loss = jnp.sum(nll * weights) / total
   accuracy = jnp.sum((jnp.argmax(logits, -1) == targets) * weights) / total
   return loss, {"loss": loss, "accuracy": accuracy, "tokens": jnp.sum(weights)}
+
+
+def level_sliced_loss(model: Transformer, params, inputs: jax.Array, targets: jax.Array,
+                      weights: jax.Array, span, *, train: bool = False,
+                      rng: jax.Array | None = None) -> tuple[jax.Array, dict]:
+  """`weighted_cross_entropy` of a stage whose learned targets all lie in `span`
+  (`lm.stages.LevelSpan`), each scored against its level's K ids only.
+
+  Equal to the full-vocabulary loss under `target_logit_mask()` (the masked ids have
+  probability 0 there), and so are its gradients; the output layer costs K / V of that one's.
+  """
+  batch = inputs.shape[0]
+  logits = model.apply({"params": params}, inputs, deterministic=not train, output=span,
+                       rngs=None if rng is None else {"dropout": rng})  # [B, F, Q, K]
+  window = lambda a: a[:, span.start:span.stop].reshape(batch, span.frames, span.levels)
+  weights = window(weights)
+  codes = window(targets) - (span.first_id + span.width * jnp.arange(span.levels))
+  # Unweighted targets (padding after a short crop) are not codes of the level.
+  codes = jnp.where((codes >= 0) & (codes < span.width), codes, 0)
+  return weighted_cross_entropy(logits, codes, weights)
+
+
+def stage_flops(config, stage: Stage) -> float:
+  """Useful forward + backward FLOPs of one training sequence of N tokens:
+
+      6 * (P * N + D * W * M) + 12 * L * N^2 * H * E
+
+  with P the matmul parameters of the layers (embedding lookups excluded), D * W * M the output
+  layer over the M positions it scores, W ids each (stages 2 and 3: the level span's F * Q
+  targets over a level's K ids; stage 1: all N positions over the V ids), and the attention
+  scores and values over the full N x N square (as in PaLM's MFU; causal masking halves the
+  need but not what is computed).
+  """
+  cfg, n = config, stage.sequence_length
+  inner = cfg.num_heads * cfg.head_dim
+  layer_params = cfg.num_layers * (4 * cfg.d_model * inner + 3 * cfg.d_model * cfg.mlp_dim)
+  span = stage.level_span()
+  scored = n * cfg.vocab_size if span is None else span.frames * span.levels * span.width
+  return 6.0 * (layer_params * n + cfg.d_model * scored) + 12.0 * cfg.num_layers * n * n * inner
 
 
 def invalid_example(stage: Stage) -> dict[str, np.ndarray]:
@@ -220,11 +264,16 @@ class StageLMTask(Task):
 
   def loss(self, params, extra, batch, rng, *, train: bool) -> LossOutput:
     del extra
-    logits = self.model.apply({"params": params}, batch["inputs"], deterministic=not train,
-                              rngs={"dropout": rng})  # [B, N, V] float32
     weights = batch["weights"] * batch["valid"][:, None]  # [B, N]
-    logit_mask = jnp.asarray(self._mask_rows)[jnp.asarray(self._mask_index)]  # [N, V]
-    loss, metrics = weighted_cross_entropy(logits, batch["targets"], weights, logit_mask)
+    span = self.stage.level_span()
+    if span is None:  # Stage 1: every position over the whole (small) vocabulary.
+      logits = self.model.apply({"params": params}, batch["inputs"], deterministic=not train,
+                                rngs={"dropout": rng})  # [B, N, V] float32
+      logit_mask = jnp.asarray(self._mask_rows)[jnp.asarray(self._mask_index)]  # [N, V]
+      loss, metrics = weighted_cross_entropy(logits, batch["targets"], weights, logit_mask)
+    else:
+      loss, metrics = level_sliced_loss(self.model, params, batch["inputs"], batch["targets"],
+                                        weights, span, train=train, rng=rng)
     return LossOutput(loss=loss, weight=metrics["tokens"],
                       metrics={"accuracy": metrics["accuracy"], "perplexity": jnp.exp(loss)})
 
@@ -232,14 +281,8 @@ class StageLMTask(Task):
     return float(batch_spec["inputs"].shape[1])
 
   def flops_per_example(self) -> float:
-    """Forward + backward model FLOPs of one sequence: 6 * matmul params * N for the weights
-    (embedding lookups excluded, the output projection included) and 12 * L * N^2 * H * head_dim
-    for the attention scores and values (the full square, as in PaLM's MFU)."""
-    cfg, n = self.model_config, self.stage.sequence_length
-    inner = cfg.num_heads * cfg.head_dim
-    matmul_params = (cfg.num_layers * (4 * cfg.d_model * inner + 3 * cfg.d_model * cfg.mlp_dim)
-                     + cfg.d_model * cfg.vocab_size)
-    return 6.0 * matmul_params * n + 12.0 * cfg.num_layers * n * n * inner
+    """Useful forward + backward model FLOPs of one sequence (`stage_flops`)."""
+    return stage_flops(self.model_config, self.stage)
 
 
 @register("semantic_lm")

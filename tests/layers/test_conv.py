@@ -131,3 +131,29 @@ def test_bad_lengths_are_rejected():
     _init(CausalConvTranspose1d(4, 5, 2), jnp.ones((1, 5, 3)))
   with pytest.raises(ValueError, match="shorter than the stride"):
     _init(CausalConv1d(4, 2, stride=4), jnp.ones((1, 8, 3)))
+
+
+@pytest.mark.parametrize("channels, out, groups, length", [(16, 64, 4, 97), (64, 64, 16, 40),
+                                                           (8, 16, 1, 33)])
+def test_grouped_conv_equals_flax_conv_with_its_gradients(channels, out, groups, length):
+  """`GroupedConv1d` (MelGAN's strided grouped convs) = `nn.Conv(feature_group_count=...)`:
+  the same parameter tree, outputs and gradients for input and weights."""
+  from audiolm_jax.layers.conv import GroupedConv1d
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, length, channels)), jnp.float32)
+  ours = GroupedConv1d(out, 41, stride=4, padding=(20, 20), groups=groups)
+  flax_conv = nn.Conv(out, (41,), strides=(4,), padding=((20, 20),), feature_group_count=groups)
+  params = flax_conv.init(jax.random.key(1), x)
+  assert (jax.tree.map(jnp.shape, ours.init(jax.random.key(1), x))
+          == jax.tree.map(jnp.shape, params))
+  target = jnp.asarray(np.random.default_rng(1).normal(size=flax_conv.apply(params, x).shape))
+
+  def loss(module, params, x):
+    return jnp.sum(module.apply(params, x) * target)
+
+  grads = jax.jit(lambda p, x: [jax.value_and_grad(loss, argnums=(1, 2))(m, p, x)
+                                for m in (ours, flax_conv)])
+  (value, (dp, dx)), (want_value, (want_dp, want_dx)) = grads(params, x)
+  np.testing.assert_allclose(value, want_value, rtol=1e-5)
+  np.testing.assert_allclose(dx, want_dx, rtol=1e-4, atol=1e-4)
+  for a, b in zip(jax.tree.leaves(dp), jax.tree.leaves(want_dp)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)

@@ -169,7 +169,13 @@ def test_paper_presets_flops_parameters_and_loss_mask():
                             for name in ("token_embed", "relpos", "norm")))
     cfg, n = task.model_config, task.stage.sequence_length
     attention = 12 * cfg.num_layers * n * n * cfg.num_heads * cfg.head_dim
-    assert task.flops_per_example() == 6 * matmul * n + attention
+    # Useful FLOPs: stages 2 and 3 score only their learned targets, each over one level.
+    span = task.stage.level_span()
+    output = cfg.d_model * (cfg.vocab_size * n if span is None else
+                            span.frames * span.levels * span.width)
+    assert (span is None) == (task_name == "semantic_lm")
+    assert task.flops_per_example() == 6 * (matmul - cfg.d_model * cfg.vocab_size) * n + (
+        6 * output + attention)
     # The loss's logit mask is kept as its few distinct rows.
     mask = task.stage.target_logit_mask()
     rows, index = tasks.distinct_rows(mask)
