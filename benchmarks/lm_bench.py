@@ -234,7 +234,7 @@ def scaling(log: Callable[[str], None] = print, lengths=(128, 256, 512, 1024, 20
     out["train_vs_batch"].append({"batch": batch, "step_s": r["step_s"],
                                   "tokens_per_s": r["tokens_per_s"], "rss_mib": r["rss_mib"]})
     log(f"train batch {batch}: {r['step_s']:.3f} s")
-  for seconds in (0.5, 1.0, 2.0, 4.0, 8.0):  # 114 .. 1802 positions
+  for seconds in (0.4, 1.0, 2.0, 4.0, 8.0):  # 92 .. 1802 positions
     r = train_step("coarse", batch=4, seconds=seconds, runs=3)
     out["train_vs_length"].append({"tokens": r["tokens"], "step_s": r["step_s"],
                                    "tokens_per_s": r["tokens_per_s"], "rss_mib": r["rss_mib"]})

@@ -52,6 +52,7 @@ SUMMARY_KEYS = (
     "semantic_train_step_s", "coarse_train_step_s", "fine_train_step_s",
     "semantic_train_tok_per_s", "coarse_train_tok_per_s", "fine_train_tok_per_s",
     "semantic_train_mfu", "coarse_train_mfu", "fine_train_mfu",
+    "coarse_train_full_vocab_step_s", "fine_train_full_vocab_step_s",
     "semantic_sample_tok_per_s", "coarse_sample_tok_per_s", "fine_sample_tok_per_s",
     "semantic_sample_b8_tok_per_s", "coarse_sample_b8_tok_per_s", "fine_sample_b8_tok_per_s",
     "semantic_sample_nocache_tok_per_s", "coarse_sample_nocache_tok_per_s",
