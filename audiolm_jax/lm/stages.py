@@ -41,17 +41,11 @@ stage 2: coarse tokens; stage 3: fine tokens), 0 on conditioning and padding.
 Logit masks: `logit_mask()[i]` lists the ids allowed at sequence position i (for the sampler,
 whose step i fills position i); `target_logit_mask()[i]` the ids allowed as target i (training).
 
-Level-sliced outputs. Every id allowed at a generated position of stages 2 and 3 lies in one
-level's K ids, so the output layer need not score the rest:
-
-* `level_span()` (training): the learned targets are one periodic span, target
-  `start + f * Q + q` being a code of level q; the model scores it against that level's K ids
-  only (`Transformer(..., output=span)` -> logits `[B, F, Q, K]`), which gives the masked
-  full-vocabulary loss exactly, at K / V of its output-layer cost (V = 4,100 + K_s and
-  12,292 ids at the paper's sizes, K = 1,024).
-* `vocab_windows(length)` (sampling): for each position, the first id of a window of
-  `width` ids that holds every id allowed there (-1 if none does); the sampler scores only the
-  window (`lm.sampling.sample(..., vocab_starts=, vocab_width=)`).
+Level-sliced outputs: every id allowed at a generated position of stages 2 and 3 is in one
+level's K ids. `level_span()` (training: target `start + f * Q + q` is a code of level q, scored
+against that level only, the masked full-vocabulary loss exactly at K / V of its output cost)
+and `vocab_windows(length)` (sampling: per position, the first of `vocab_width` ids holding every
+allowed id, -1 if none do) let the model skip the rest.
 """
 
 from __future__ import annotations
@@ -200,9 +194,7 @@ class LevelSpan(NamedTuple):
   first_id: int
   width: int
 
-  @property
-  def stop(self) -> int:
-    return self.start + self.frames * self.levels
+  stop = property(lambda self: self.start + self.frames * self.levels)
 
 
 def _shift_left(sequence: np.ndarray, pad_id: int) -> np.ndarray:
@@ -476,11 +468,9 @@ class CoarseStage(_Stage):
   def vocab_width(self) -> int:
     return self.acoustic_codebook_size
 
-  def level_span(self) -> LevelSpan:
-    """The learned targets: SEP (position `prefix_length - 1`) predicts c(1,1), and so on."""
-    return LevelSpan(start=self.prefix_length - 1, frames=self.max_frames,
-                     levels=self.num_coarse, first_id=self.vocab.offset(self._level(0)),
-                     width=self.acoustic_codebook_size)
+  def level_span(self) -> LevelSpan:  # SEP (position prefix_length - 1) predicts c(1,1), ...
+    return LevelSpan(self.prefix_length - 1, self.max_frames, self.num_coarse,
+                     self.vocab.offset(self._level(0)), self.acoustic_codebook_size)
 
   def coarse_codes(self, tokens, num_frames: int):
     """Codes `[B, T, Q']` of the first `num_frames` coarse frames of sampled `tokens [B, N]`."""
@@ -587,11 +577,9 @@ class FineStage(_Stage):
   def vocab_width(self) -> int:
     return self.acoustic_codebook_size
 
-  def level_span(self) -> LevelSpan:
-    """The learned targets: SEP (position `prefix_length - 1`) predicts f(1,Q'+1), and so on."""
-    return LevelSpan(start=self.prefix_length - 1, frames=self.max_frames,
-                     levels=self.num_fine, first_id=self.vocab.offset(self.num_coarse),
-                     width=self.acoustic_codebook_size)
+  def level_span(self) -> LevelSpan:  # SEP predicts f(1,Q'+1), ...
+    return LevelSpan(self.prefix_length - 1, self.max_frames, self.num_fine,
+                     self.vocab.offset(self.num_coarse), self.acoustic_codebook_size)
 
   def fine_codes(self, tokens, num_frames: int):
     """Codes `[B, T, Q - Q']` of the first `num_frames` fine frames of sampled `tokens [B, N]`."""
