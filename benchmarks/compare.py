@@ -24,8 +24,7 @@ import os
 import sys
 from typing import NamedTuple
 
-RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-
+from benchmarks.run import write_results
 
 class Pair(NamedTuple):
   name: str
@@ -143,16 +142,7 @@ def main(argv=None) -> int:
   result["peer_json"] = peer
   text = markdown(result)
   print(text)
-  blob = json.dumps(result, indent=2, default=float)
-  if args.json:
-    with open(args.json, "w") as f:
-      f.write(blob)
-  if not args.no_save:
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    device = result["machine"].get("device", "cpu").replace(" ", "_")
-    stamp = result["date"][:19].replace(":", "")
-    with open(os.path.join(RESULTS_DIR, f"compare-{stamp}-{device}.json"), "w") as f:
-      f.write(blob)
+  write_results(result, "compare", args.json, save=not args.no_save)
   return 0
 
 

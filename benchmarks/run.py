@@ -96,17 +96,23 @@ def main(argv=None) -> int:
     results.update(scaling_suite(RESULTS_DIR))
   results["wall_s"] = time.time() - started
   print_table(results)
-  text = json.dumps(results, indent=2, default=float)
-  if args.json:
-    with open(args.json, "w") as f:
-      f.write(text)
-  if not args.no_save:
-    os.makedirs(RESULTS_DIR, exist_ok=True)
-    device = results["machine"]["device"].replace(" ", "_")
-    stamp = results["date"][:19].replace(":", "")
-    with open(os.path.join(RESULTS_DIR, f"{args.suite}-{stamp}-{device}.json"), "w") as f:
-      f.write(text)
+  write_results(results, args.suite, args.json, save=not args.no_save)
   return 0
+
+
+def write_results(results: dict, kind: str, path: str | None, *, save: bool) -> None:
+  """Writes `results` as JSON to `path` (if given) and, with `save`, a copy named
+  `<kind>-<date>-<device>.json` under `benchmarks/results/`."""
+  text = json.dumps(results, indent=2, default=float)
+  if path:
+    with open(path, "w") as f:
+      f.write(text)
+  if save:
+    os.makedirs(RESULTS_DIR, exist_ok=True)
+    device = results["machine"].get("device", "cpu").replace(" ", "_")
+    stamp = results["date"][:19].replace(":", "")
+    with open(os.path.join(RESULTS_DIR, f"{kind}-{stamp}-{device}.json"), "w") as f:
+      f.write(text)
 
 
 if __name__ == "__main__":
