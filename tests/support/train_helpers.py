@@ -38,7 +38,7 @@ CACHE = {}
 def compilation_cache(tmp_path_factory):
   """A persistent XLA cache shared by this session's trainer runs, subprocesses included.
 
-  Imported by the conftest.py of the trainer and reliability tests. The same programs are
+  Imported by tests/conftest.py, for the whole session. The same programs are
   compiled many times (straight run, killed run, resumed run); the cache only skips
   recompilation, the programs and their results are unchanged.
   """
