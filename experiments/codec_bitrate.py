@@ -11,6 +11,9 @@ mean over utterances with a 95% bootstrap interval, and each level's codebook us
 held-out audio (the share of codes never chosen, the perplexity of the code distribution).
 The original audio is the ceiling (PESQ 4.64, STOI 1, mel distance 0; SI-SNR unbounded).
 `--wer` adds the corpus word error rate of pocketsphinx on sets with transcripts.
+`--diagnose` adds `pesq_true_magnitude` and `pesq_true_phase` to each row: PESQ of the decoded
+audio with the original's STFT magnitudes, or its phases, put back (`eval.quality.stft_swaps`),
+which tells whether the codec's spectra or its phase hold its PESQ down.
 
 Test sets default to the synthetic corpus's `test` split (sentences never read in training)
 and, when that build exists, the real LibriSpeech `test-other` excerpts (8 speakers never
@@ -39,13 +42,14 @@ from audiolm_jax.checkpoint_files import find_step_dir
 from audiolm_jax.data import corpora
 from audiolm_jax.data.audio import from_int16, write_wav
 from audiolm_jax.errors import AudioLMError, ConfigError, DataError
-from audiolm_jax.eval.quality import quality_metrics
+from audiolm_jax.eval.quality import pesq_diagnosis, quality_metrics
 from audiolm_jax.eval.speaker import bootstrap_ci
 from audiolm_jax.pretrained import load_codec
 from audiolm_jax.tokenize import decode_clips, run_by_length
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 QUALITY = ("pesq", "stoi", "si_snr", "mel_distance")
+DIAGNOSIS = ("pesq_true_magnitude", "pesq_true_phase")
 # (key, axis label, higher is better) of every plotted metric.
 PLOTTED = (("pesq", "PESQ-WB", True), ("stoi", "STOI", True), ("si_snr", "SI-SNR (dB)", True),
            ("mel_distance", "mel distance", False))
@@ -65,6 +69,9 @@ def parse_args(argv):
                  help="the first N utterances of each set (0 = all)")
   p.add_argument("--levels", default="", help="level counts, comma-separated (default: 1..Q)")
   p.add_argument("--wer", action="store_true", help="also pocketsphinx's WER (slow)")
+  p.add_argument("--diagnose", action="store_true",
+                 help="also PESQ with the true STFT magnitudes / the true phases put back "
+                      "(eval.quality.stft_swaps): which of the two limits the codec")
   p.add_argument("--examples", type=int, default=0,
                  help="write the first N utterances of each set at 1, Q/2 and Q levels")
   p.add_argument("--batch_size", type=int, default=8, help="utterances encoded together")
@@ -113,7 +120,8 @@ def codebook_usage(codes: list[np.ndarray], codebook_size: int) -> list[dict]:
 
 
 def evaluate_set(codec, wavs, texts, levels, batch_size, wer: bool,
-                 examples: int = 0, example_dir: str | None = None, name: str = "") -> dict:
+                 examples: int = 0, example_dir: str | None = None, name: str = "",
+                 diagnose: bool = False) -> dict:
   """Rows of quality per level count, codebook usage and (optionally) WER."""
   hop, rate = codec.config.hop_length, codec.sample_rate
   codes = run_by_length(lambda wav, mask: codec.encode(wav), wavs, batch_size,
@@ -129,8 +137,11 @@ def evaluate_set(codec, wavs, texts, levels, batch_size, wer: bool,
     decoded = [d[:len(w)] for d, w in zip(decode_clips(codec, [c[:, :n_q] for c in codes],
                                                        batch_size), wavs)]
     per_clip = [quality_metrics(w, d, rate) for w, d in zip(wavs, decoded)]
+    if diagnose:
+      for m, w, d in zip(per_clip, wavs, decoded):
+        m.update(pesq_diagnosis(w, d, rate))
     row = {"n_q": n_q, "kbps": codec.bitrate(n_q) / 1000, "n": len(wavs)}
-    for key in QUALITY:
+    for key in QUALITY + (DIAGNOSIS if diagnose else ()):
       values = np.array([m[key] for m in per_clip], np.float64)
       finite = values[np.isfinite(values)]
       row[key] = float(finite.mean()) if finite.size else float("nan")
@@ -141,7 +152,8 @@ def evaluate_set(codec, wavs, texts, levels, batch_size, wer: bool,
       row["wer"] = word_error_rate(texts, [asr.transcribe(d) for d in decoded])
     rows.append(row)
     print(f"  {name} n_q={n_q:2d} ({row['kbps']:.2f} kbps): " + ", ".join(
-        f"{k}={row[k]:.3f}" for k in QUALITY) + f"  [{time.time() - start:.0f} s]", flush=True)
+        f"{k}={row[k]:.3f}" for k in QUALITY + (DIAGNOSIS if diagnose else ()))
+        + f"  [{time.time() - start:.0f} s]", flush=True)
     if example_dir and n_q in saved:
       for i in range(min(examples, len(wavs))):
         write_wav(os.path.join(example_dir, f"{name}_{i}_q{n_q}.wav"), decoded[i], rate)
@@ -226,7 +238,7 @@ def main(argv=None) -> int:
       print(f"{name}: {len(wavs)} utterances ({sum(map(len, wavs)) / 16000:.0f} s) of "
             f"{corpus}{'/' + build if build else ''}/{split}", flush=True)
       result = evaluate_set(codec, wavs, texts, levels, args.batch_size, args.wer,
-                            args.examples, example_dir, name)
+                            args.examples, example_dir, name, args.diagnose)
       result["source"] = {"corpus": corpus, "build": build, "split": split}
       report["test_sets"][name] = result
     if not report["test_sets"]:

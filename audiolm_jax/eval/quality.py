@@ -59,3 +59,32 @@ def quality_metrics(reference: np.ndarray, estimate: np.ndarray,
           "si_snr": si_snr(reference, estimate),
           "pesq": pesq_wb(reference, estimate, sample_rate),
           "stoi": stoi(reference, estimate, sample_rate)}
+
+
+def stft_swaps(reference: np.ndarray, estimate: np.ndarray, n_fft: int = 512
+               ) -> dict[str, np.ndarray]:
+  """The estimate with one of its STFT parts replaced by the reference's (Hann, hop n_fft / 4).
+
+  "true_magnitude": the reference's magnitudes with the estimate's phase; "true_phase": the
+  estimate's magnitudes with the reference's phase. Scoring both tells which of the two limits a
+  codec: if true magnitudes lift PESQ and true phases do not, its spectra are wrong, not its
+  phase.
+  """
+  from scipy import signal
+  n = min(reference.size, estimate.size)
+  kw = dict(window="hann", nperseg=n_fft, noverlap=n_fft - n_fft // 4)
+  _, _, ref = signal.stft(reference[:n].astype(np.float64), **kw)
+  _, _, est = signal.stft(estimate[:n].astype(np.float64), **kw)
+  out = {}
+  for name, spec in (("true_magnitude", np.abs(ref) * np.exp(1j * np.angle(est))),
+                     ("true_phase", np.abs(est) * np.exp(1j * np.angle(ref)))):
+    _, wav = signal.istft(spec, **kw)
+    out[name] = np.pad(wav[:n], (0, max(0, n - wav.size))).astype(np.float32)
+  return out
+
+
+def pesq_diagnosis(reference: np.ndarray, estimate: np.ndarray,
+                   sample_rate: int = 16000) -> dict[str, float]:
+  """PESQ-WB of the estimate's two `stft_swaps`: `pesq_true_magnitude`, `pesq_true_phase`."""
+  swaps = stft_swaps(reference, estimate)
+  return {f"pesq_{k}": pesq_wb(reference, v, sample_rate) for k, v in swaps.items()}

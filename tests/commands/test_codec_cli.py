@@ -174,7 +174,7 @@ def test_codec_bitrate_experiment(bitrate_experiment, codec_dir, tiny_data_dir, 
       "--codec", codec_dir, "--data_dir", tiny_data_dir, "--max_utterances", "2",
       "--test_set", "tiny_test=synthetic_speech/tiny:test",
       "--test_set", "tiny_validation=synthetic_speech/tiny:validation", "--levels", "1,4",
-      "--examples", "1", "--out_dir", out_dir]) == 0
+      "--examples", "1", "--diagnose", "--out_dir", out_dir]) == 0
   with open(os.path.join(out_dir, "codec_bitrate.json")) as f:
     report = json.load(f)
   assert report["codec"]["bps_per_level"] == 250.0
@@ -188,6 +188,8 @@ def test_codec_bitrate_experiment(bitrate_experiment, codec_dir, tiny_data_dir, 
       assert row["stoi"] <= 1.0 and math.isfinite(row["si_snr"])
       lo, hi = row["pesq_ci"]
       assert lo <= row["pesq"] <= hi
+      for key in ("pesq_true_magnitude", "pesq_true_phase"):  # --diagnose
+        assert row[key] is None or -0.5 <= row[key] <= 4.7
     usage = result["codebook_usage"]
     assert [u["level"] for u in usage] == [1, 2, 3, 4]
     assert all(0.0 <= u["dead_fraction"] < 1.0 and 1.0 <= u["perplexity"] <= 32 for u in usage)
