@@ -22,7 +22,7 @@ install: sysdeps $(STAMP)
 
 # pytest exits 5 when it collects no test: that is a failure here, not a pass.
 test: install
-	@$(BIN)/python -m pytest -q tests; rc=$$?; \
+	@$(BIN)/python -m pytest -q --durations=25 tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
 
