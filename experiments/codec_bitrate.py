@@ -132,6 +132,7 @@ def evaluate_set(codec, wavs, texts, levels, batch_size, wer: bool,
     asr = PocketSphinxASR(rate)
   rows = []
   saved = {1, max(1, codec.num_quantizers // 2), codec.num_quantizers}
+  keys = QUALITY + (DIAGNOSIS if diagnose else ())
   for n_q in levels:
     start = time.time()
     decoded = [d[:len(w)] for d, w in zip(decode_clips(codec, [c[:, :n_q] for c in codes],
@@ -141,7 +142,7 @@ def evaluate_set(codec, wavs, texts, levels, batch_size, wer: bool,
       for m, w, d in zip(per_clip, wavs, decoded):
         m.update(pesq_diagnosis(w, d, rate))
     row = {"n_q": n_q, "kbps": codec.bitrate(n_q) / 1000, "n": len(wavs)}
-    for key in QUALITY + (DIAGNOSIS if diagnose else ()):
+    for key in keys:
       values = np.array([m[key] for m in per_clip], np.float64)
       finite = values[np.isfinite(values)]
       row[key] = float(finite.mean()) if finite.size else float("nan")
@@ -152,8 +153,7 @@ def evaluate_set(codec, wavs, texts, levels, batch_size, wer: bool,
       row["wer"] = word_error_rate(texts, [asr.transcribe(d) for d in decoded])
     rows.append(row)
     print(f"  {name} n_q={n_q:2d} ({row['kbps']:.2f} kbps): " + ", ".join(
-        f"{k}={row[k]:.3f}" for k in QUALITY + (DIAGNOSIS if diagnose else ()))
-        + f"  [{time.time() - start:.0f} s]", flush=True)
+        f"{k}={row[k]:.3f}" for k in keys) + f"  [{time.time() - start:.0f} s]", flush=True)
     if example_dir and n_q in saved:
       for i in range(min(examples, len(wavs))):
         write_wav(os.path.join(example_dir, f"{name}_{i}_q{n_q}.wav"), decoded[i], rate)

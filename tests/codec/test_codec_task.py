@@ -27,8 +27,8 @@ STEPS, WARMUP = 3, 2  # Discriminators frozen in updates 0 and 1, trained in upd
 def tiny_config(data_dir, **overrides):
   # One device: the codec's steps compile in half the time of the 8-device mesh, and sharded
   # training is tested on its own (tests/train/test_sharding.py).
-  pairs = {"data.data_dir": data_dir, "mesh.data": 1, "total_steps": STEPS, "disc_warmup_steps": WARMUP,
-           "checkpoint_every": WARMUP, "eval_every": STEPS,
+  pairs = {"data.data_dir": data_dir, "mesh.data": 1, "total_steps": STEPS,
+           "disc_warmup_steps": WARMUP, "checkpoint_every": WARMUP, "eval_every": STEPS,
            "eval_steps": 1, "log_every": 1, "progress_bar": False,
            "peak_flops_per_device": 1e12, **overrides}
   return load_config("codec:tiny", [(k, str(v)) for k, v in pairs.items()])

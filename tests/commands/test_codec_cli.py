@@ -189,7 +189,7 @@ def test_codec_bitrate_experiment(bitrate_experiment, codec_dir, tiny_data_dir, 
       lo, hi = row["pesq_ci"]
       assert lo <= row["pesq"] <= hi
       for key in ("pesq_true_magnitude", "pesq_true_phase"):  # --diagnose
-        assert row[key] is None or -0.5 <= row[key] <= 4.7
+        assert -0.5 <= row[key] <= 4.7
     usage = result["codebook_usage"]
     assert [u["level"] for u in usage] == [1, 2, 3, 4]
     assert all(0.0 <= u["dead_fraction"] < 1.0 and 1.0 <= u["perplexity"] <= 32 for u in usage)
