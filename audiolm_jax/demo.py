@@ -33,6 +33,8 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from audiolm_jax.progress import format_duration
+
 log = logging.getLogger("audiolm_jax.demo")
 
 
@@ -64,12 +66,16 @@ class Demo:
   def part(self, name: str) -> str:
     return os.path.join(self.run_dir, name)
 
-  def timed(self, name: str, fn):
+  def timed(self, name: str, fn, index: int = 0, count: int = 0):
+    """Runs one step, announced as "[demo] step 2/7: codec ..." and timed into `metrics`."""
     t0 = time.time()
-    self.say(f"[demo] {name} ...")
+    label = f"step {index}/{count}: {name}" if count else name
+    self.say(f"[demo] {label} ...")
     out = fn()
     self.metrics["seconds"][name] = round(time.time() - t0, 1)
-    self.say(f"[demo] {name}: {self.metrics['seconds'][name]:.0f} s")
+    total = sum(v for k, v in self.metrics["seconds"].items() if not k.startswith("total"))
+    self.say(f"[demo] {label}: {self.metrics['seconds'][name]:.0f} s "
+             f"(demo so far {format_duration(total)})")
     return out
 
   def train(self, spec: str, workdir: str, steps: int, **overrides) -> dict:
@@ -224,14 +230,13 @@ class Demo:
 
   def run(self) -> dict[str, Any]:
     t0 = time.time()
-    self.timed("corpus", self.corpus)
-    self.timed("codec", self.codec)
-    self.timed("w2v_bert", self.w2v_bert)
-    self.timed("semantic_tokenizer", self.tokenizer)
-    self.timed("token_cache", self.token_cache)
-    self.timed("stages", self.stages)
-    self.metrics["seconds"]["total_before_generation"] = round(time.time() - t0, 1)
-    self.timed("continuations", self.continuations)
+    steps = [("corpus", self.corpus), ("codec", self.codec), ("w2v_bert", self.w2v_bert),
+             ("semantic_tokenizer", self.tokenizer), ("token_cache", self.token_cache),
+             ("stages", self.stages), ("continuations", self.continuations)]
+    for index, (name, fn) in enumerate(steps, 1):
+      if name == "continuations":
+        self.metrics["seconds"]["total_before_generation"] = round(time.time() - t0, 1)
+      self.timed(name, fn, index, len(steps))
     self.metrics["seconds"]["total"] = round(time.time() - t0, 1)
     with open(os.path.join(self.run_dir, "metrics.json"), "w") as f:
       json.dump(self.metrics, f, indent=2, default=float)

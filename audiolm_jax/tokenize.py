@@ -242,11 +242,10 @@ def tokenize_corpus(cache_dir: str, *, corpus: str, splits: tuple[str, ...], cod
   both vocabularies (`data.tokens.CacheInfo`).
   """
   # pylint: disable=g-import-not-at-top
-  from tqdm import tqdm
-
   from audiolm_jax.data import corpora
   from audiolm_jax.data.audio import from_int16
   from audiolm_jax.data.tokens import CacheInfo, write_token_cache
+  from audiolm_jax.progress import StageProgress
   # pylint: enable=g-import-not-at-top
   spf = semantic_tokenizer.samples_per_frame
   ratio = ratio_of(codec, spf)
@@ -268,12 +267,12 @@ def tokenize_corpus(cache_dir: str, *, corpus: str, splits: tuple[str, ...], cod
         continue
       wavs.append(wav)
       records.append(record)
-    bar = tqdm(total=2, desc=f"tokenizing {corpus}/{split} ({len(wavs)} clips)",
-               disable=not progress)
+    bar = StageProgress(total=2, desc=f"tokenizing {corpus}/{split} ({len(wavs)} clips)",
+                        enabled=progress)
     ids = semantic_tokens(semantic_tokenizer, wavs, batch_size)
-    bar.update(1)
+    bar.advance("semantic")
     codes = acoustic_tokens(codec, wavs, batch_size, samples_per_frame=spf)
-    bar.update(1)
+    bar.advance("acoustic")
     bar.close()
     out = []
     for record, s, a in zip(records, ids, codes):

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from audiolm_jax.checkpoint_files import one_line
+from audiolm_jax.data.corpora.base import quiet_progress_off_terminal
 from audiolm_jax.errors import DataError
 from audiolm_jax.frames import SAMPLES_PER_FRAME
 from audiolm_jax.lm.stages import remove_consecutive_duplicates
@@ -130,6 +131,7 @@ def write_token_cache(cache_dir: str, splits: Mapping[str, Iterable[Mapping[str,
   info = info or CacheInfo()
   config = _CacheConfig(name="tokens", splits=dict(splits), ratio=info.frame_ratio, counts={})
   builder = TokenCache(data_dir=cache_dir, config=config, file_format="array_record")
+  quiet_progress_off_terminal()
   builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
       download_mode=tfds.download.GenerateMode.FORCE_REDOWNLOAD))
   info.frames_per_token = {split: raw / max(dedup, 1)

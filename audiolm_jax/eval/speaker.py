@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -35,9 +36,19 @@ from audiolm_jax.errors import DataError
 SAMPLE_RATE = 16000
 
 
+def _import_resemblyzer():
+  """Imports resemblyzer without the deprecation warning its VAD (webrtcvad) triggers by
+  importing pkg_resources: one long line in every log, about a package we pin."""
+  with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+    import resemblyzer  # pylint: disable=g-import-not-at-top
+  return resemblyzer
+
+
 @functools.lru_cache(maxsize=1)
 def _voice_encoder():
   import torch
+  _import_resemblyzer()
   from resemblyzer import VoiceEncoder
   from resemblyzer.voice_encoder import Path
 
@@ -63,6 +74,7 @@ class SpeakerEncoder:
 
   def embed(self, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """The L2-normalised embedding [256] of one utterance."""
+    _import_resemblyzer()
     from resemblyzer import preprocess_wav
     wav = np.asarray(wav, np.float32)
     if wav.ndim != 1 or wav.size == 0 or not np.all(np.isfinite(wav)):

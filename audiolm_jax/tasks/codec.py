@@ -214,6 +214,22 @@ class CodecTask(Task):
           log_mel_distance(wav, decoded), valid)
     return out.replace(metrics=metrics)
 
+  def eval_audio(self, params, extra, batch):
+    """The first valid clip of the batch: original, decoded with all levels, with one."""
+    row = jnp.argmax(batch["valid"].astype(bool))
+    wav = batch["audio"][row][None].astype(jnp.float32)
+    variables = {"params": params, VQ_STATS: extra[VQ_STATS]}
+    codes = self.model.apply(variables, wav, method=SoundStream.encode)
+    out = {"original": wav[0]}
+    for name, n in (("decoded", self.model_cfg.num_quantizers), ("decoded_q1", 1)):
+      decoded = self.model.apply(variables, codes[..., :n], method=SoundStream.decode)
+      out[name] = decoded[0, :wav.shape[1]].astype(jnp.float32)
+    return out
+
+  @property
+  def audio_sample_rate(self) -> int:
+    return int(self.model_cfg.sample_rate)
+
   def update_extra(self, params, extra, batch, rng):
     if not self.adversarial_in_run:  # The warm-up phase: count the update, nothing else.
       return {**extra, "updates": extra["updates"] + 1}, {"discriminator/active": jnp.float32(0)}

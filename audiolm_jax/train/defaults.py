@@ -38,7 +38,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.max_nonfinite_steps = 20    # stop after this many consecutive non-finite steps
   c.peak_flops_per_device = 0.0  # for FLOPs utilisation; 0 = known table, else measured
   c.profile_steps = ""          # "a:b" writes a jax.profiler trace of steps a..b-1 to tb/
-  c.progress_bar = True         # tqdm bar on process 0
+  c.progress_bar = True         # process 0: a tqdm bar on a terminal, else log lines
+  c.progress_every_s = 60.0     # off a terminal: one progress line (rate, ETA) every N seconds
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1              # data-parallel size (-1 = all remaining devices)
@@ -94,6 +95,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   for key in ("eval_every", "eval_steps"):
     if config[key] < 0:
       raise ConfigError(f"config.{key} must be >= 0 (0 = never), got {config[key]}")
+  if not config.progress_every_s > 0:
+    raise ConfigError(f"config.progress_every_s must be positive, got {config.progress_every_s}")
   if config.eval_every and not config.eval_steps:
     raise ConfigError("config.eval_steps must be positive when eval_every > 0")
   if config.batch_size % config.optimizer.grad_accum_steps:

@@ -1,4 +1,4 @@
-"""Metrics out of a run: JSON lines, TensorBoard events (tensorboardX), a tqdm bar, FLOPs.
+"""Metrics out of a run: JSON lines, TensorBoard events (tensorboardX), progress, FLOPs.
 
 Only process 0 writes; on other processes every writer is a no-op. Files in the workdir:
 
@@ -7,7 +7,8 @@ Only process 0 writes; on other processes every writer is a no-op. Files in the 
                   the trainer adds {"step": S, "split": "restart", "origin": ...}: the run goes
                   on from step S, so rows of steps after S written before it were redone
                   (`read_jsonl` drops them).
-  tb/             TensorBoard event files, scalars named "<split>/<metric>"
+  tb/             TensorBoard event files, scalars named "<split>/<metric>", and the clips of
+                  tasks that give audio at evaluation ("eval_audio/<name>", `Task.eval_audio`)
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from audiolm_jax import progress
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,12 @@ class MetricWriter:
       record = {"step": int(step), "split": RESTART, "time": round(time.time(), 3),
                 "origin": origin}
       self._append(json.dumps(record))
+
+  def write_audio(self, step: int, tag: str, audio: np.ndarray, sample_rate: int) -> None:
+    """One clip (`[S]` float, clipped to [-1, 1]) under TensorBoard's Audio tab."""
+    if self.enabled:
+      clip = np.clip(np.nan_to_num(np.asarray(audio, np.float32).reshape(-1)), -1.0, 1.0)
+      self._tb.add_audio(tag, clip, int(step), sample_rate=int(sample_rate))
 
   def write_text(self, tag: str, text: str, step: int = 0) -> None:
     if self.enabled:
@@ -228,22 +237,77 @@ def peak_flops_per_device(configured: float) -> tuple[float, str]:
 
 
 class ProgressBar:
-  """A tqdm bar with loss and throughput (process 0 only, when enabled)."""
+  """Training progress on process 0 (when enabled).
 
-  def __init__(self, total: int, initial: int, enabled: bool):
+  On a terminal: a tqdm bar. Anywhere else (a log file, CI, `nohup`): one log line at most
+  every `every_s` seconds, and one at the last step, e.g.
+
+    train: step 3400/12000 (28%), 3.91 steps/s, ETA 36:40, loss=2.871, audio_seconds/s=12.4,
+    eval 3% of the time
+
+  (one line). The rate and the ETA are wall-clock over the lines' window, evaluation and
+  checkpoint waits included, so the ETA is what the run will take; the eval share is of the
+  whole run so far.
+  """
+
+  def __init__(self, total: int, initial: int, enabled: bool, every_s: float = 60.0,
+               interactive: bool | None = None):
     self._bar = None
-    if enabled:
+    self._lines = False
+    self.total, self.step = total, initial
+    self.every_s = every_s
+    self._values: dict[str, str] = {}
+    self._t_start = self._t_line = time.perf_counter()
+    self._step_line = initial
+    self._eval_s = 0.0
+    if not enabled:
+      return
+    if interactive is None:
+      interactive = progress.interactive()
+    if interactive:
       from tqdm import tqdm  # pylint: disable=g-import-not-at-top
       self._bar = tqdm(total=total, initial=initial, file=sys.stderr, dynamic_ncols=True,
                        unit="step", desc="train")
+    else:
+      self._lines = True
+
+  @property
+  def interactive(self) -> bool:
+    return self._bar is not None
 
   def update(self, n: int = 1) -> None:
+    self.step += n
     if self._bar is not None:
       self._bar.update(n)
+    elif self._lines:
+      now = time.perf_counter()
+      if now - self._t_line >= self.every_s or self.step >= self.total:
+        self._line(now)
 
   def show(self, values: Mapping[str, float]) -> None:
+    self._values = {k: f"{v:.4g}" for k, v in values.items()}
     if self._bar is not None:
-      self._bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
+      self._bar.set_postfix(self._values, refresh=False)
+
+  def eval_seconds(self, seconds: float) -> None:
+    """Adds the wall time of one evaluation (for the eval share)."""
+    self._eval_s += seconds
+
+  def _line(self, now: float) -> None:
+    steps, dt = self.step - self._step_line, max(now - self._t_line, 1e-9)
+    self._t_line, self._step_line = now, self.step
+    if steps <= 0:
+      return
+    rate = steps / dt
+    parts = [f"step {self.step}/{self.total} ({100 * self.step / self.total:.0f}%)",
+             f"{rate:.3g} steps/s"]
+    if self.step < self.total:
+      parts.append(f"ETA {progress.format_duration((self.total - self.step) / rate)}")
+    parts += [f"{k}={v}" for k, v in self._values.items()]
+    if self._eval_s:
+      share = self._eval_s / max(now - self._t_start, 1e-9)
+      parts.append(f"eval {100 * share:.0f}% of the time")
+    log.info("train: %s", ", ".join(parts))
 
   def close(self) -> None:
     if self._bar is not None:
@@ -259,17 +323,18 @@ class Reporter:
     log_every: write the mean of the last `log_every` steps' metrics.
     total_steps, start_step: for the progress bar (and a final log at `total_steps`).
     throughput: the rate meter (see `Throughput`).
-    progress_bar: show a tqdm bar.
+    progress_bar: show progress: a tqdm bar on a terminal, else a log line every
+      `progress_every_s` seconds.
     origin: where the run started ("checkpoint", "init_from", "fresh"), for the restart mark.
   """
 
   def __init__(self, workdir: str, enabled: bool, log_every: int, total_steps: int,
                start_step: int, throughput: Throughput, progress_bar: bool,
-               origin: str = ""):
+               origin: str = "", progress_every_s: float = 60.0):
     self.log_every, self.total_steps = log_every, total_steps
     self.throughput = throughput
     self.writer = MetricWriter(workdir, enabled)
-    self.bar = ProgressBar(total_steps, start_step, enabled and progress_bar)
+    self.bar = ProgressBar(total_steps, start_step, enabled and progress_bar, progress_every_s)
     self.window = WindowMean()
     self.last: dict[str, float] = {}
     self.writer.write_restart(start_step, origin)
@@ -278,26 +343,40 @@ class Reporter:
     """Records one finished step; every `log_every` steps writes the window's means."""
     self.throughput.tick()
     self.window.add(values)
+    if step % self.log_every == 0 or step == self.total_steps:
+      logged = {**self.window.mean(), **self.throughput.measure()}
+      logged["nonfinite_total"] = float(values["nonfinite_total"])  # a count, not a mean
+      self.window.reset()
+      self.writer.write(step, logged, "train")
+      self.last = logged
+      rate = f"{self.throughput.unit}_per_s"
+      self.bar.show({"loss": logged["loss"],
+                     rate.replace("_per_s", "/s"): logged.get(rate,
+                                                              logged.get("examples_per_s", 0.0))})
     self.bar.update()
-    if step % self.log_every and step != self.total_steps:
-      return
-    logged = {**self.window.mean(), **self.throughput.measure()}
-    logged["nonfinite_total"] = float(values["nonfinite_total"])  # a count, not a mean
-    self.window.reset()
-    self.writer.write(step, logged, "train")
-    self.last = logged
-    rate = f"{self.throughput.unit}_per_s"
-    self.bar.show({"loss": logged["loss"],
-                   rate.replace("_per_s", "/s"): logged.get(rate, logged.get("examples_per_s",
-                                                                             0.0))})
 
-  def eval_done(self, step: int, values: Mapping[str, float]) -> None:
+  def eval_done(self, step: int, values: Mapping[str, float], seconds: float = 0.0) -> None:
     self.writer.write(step, values, "eval")
+    self.bar.eval_seconds(seconds)
     self.throughput.restart()  # Evaluation time is not training time.
 
   def close(self) -> None:
     self.bar.close()
     self.writer.close()
+
+
+def summary_line(metrics: Mapping[str, float], width: int = 200) -> str:
+  """"loss=2.31, accuracy=0.41, ... (12 more in metrics.jsonl)": the loss first, then the
+  metrics without a "/" group (the headline ones), then the rest, as many as fit `width`."""
+  order = sorted(metrics, key=lambda k: (k != "loss", "/" in k, k))
+  parts: list[str] = []
+  for k in order:
+    item = f"{k}={metrics[k]:.4g}"
+    if parts and sum(len(p) + 2 for p in parts) + len(item) > width:
+      break
+    parts.append(item)
+  rest = len(order) - len(parts)
+  return ", ".join(parts) + (f", ... ({rest} more in metrics.jsonl)" if rest else "")
 
 
 def to_host(metrics: Mapping[str, jax.Array]) -> dict[str, float]:

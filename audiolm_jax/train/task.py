@@ -162,6 +162,16 @@ class Task(abc.ABC):
     """Evaluation loss and metrics on one batch. Default: the loss without dropout."""
     return self.loss(params, extra, batch, rng, train=False)
 
+  def eval_audio(self, params: PyTree, extra: PyTree,
+                 batch: Mapping[str, jax.Array]) -> dict[str, jax.Array]:
+    """Clips to listen to at each evaluation, from the first eval batch: name -> `[S]`
+    waveform at `audio_sample_rate`, written to TensorBoard as "eval_audio/<name>".
+    Default: none (and the trainer never calls it)."""
+    del params, extra, batch
+    return {}
+
+  audio_sample_rate: int = 0
+
   def units_per_example(self, batch_spec: Mapping[str, jax.ShapeDtypeStruct]) -> float:
     """How many `throughput_unit`s one example holds (1 for "examples")."""
     del batch_spec

@@ -17,12 +17,14 @@ The log says which one happened. Workdir layout: `checkpoints/`, `metrics.jsonl`
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
 import signal
 import threading
+import time
 from typing import Any
 
 import jax
@@ -37,6 +39,7 @@ from audiolm_jax.train import metrics as metrics_lib
 from audiolm_jax.train import optim, sharding
 from audiolm_jax.train import state as state_lib
 from audiolm_jax.train import step as step_lib
+from audiolm_jax.train import task as task_lib
 from audiolm_jax.train.defaults import check_config
 from audiolm_jax.train.state import TrainState
 from audiolm_jax.train.task import build_task
@@ -137,6 +140,7 @@ class Trainer:
     self.workdir = os.path.abspath(workdir)
     self.is_chief = jax.process_index() == 0
     self.task = build_task(config)
+    self._eval_audio = None  # the jitted `Task.eval_audio`, made at the first evaluation
     self.mesh = sharding.make_mesh(config.mesh)
     divisor = sharding.batch_divisor(self.mesh) * config.optimizer.grad_accum_steps
     if config.batch_size % divisor or config.batch_size % jax.process_count():
@@ -212,6 +216,9 @@ class Trainer:
                       for k, v in batch_spec.items()}
     abstract_state = state_lib.with_shardings(self.abstract, self.shardings)
     replicated = sharding.replicated(self.mesh)
+    self._info("compiling the train step%s (XLA; minutes for large models) ...",
+               f" of phase {phase}" if phase else "")
+    start = time.perf_counter()
     with sharding.axis_rules(self.mesh):
       train_step = jax.jit(
           step_lib.make_train_step(self.task, self.tx, self.schedule, self.config),
@@ -221,6 +228,7 @@ class Trainer:
       eval_step = jax.jit(step_lib.make_eval_step(self.task, self.config),
                           in_shardings=(self.shardings, batch_sharding),
                           out_shardings=replicated)
+    self._info("compiled the train step in %.1f s", time.perf_counter() - start)
     return train_step, eval_step
 
   def flops_per_step(self, compiled_train_step) -> tuple[float | None, str]:
@@ -231,24 +239,42 @@ class Trainer:
 
   # ------------------------------------------------------------------------------ evaluation
 
-  def evaluate(self, state: TrainState, eval_step) -> dict[str, float]:
-    """Weighted means of the eval loss and metrics over `eval_steps` validation batches."""
+  def evaluate(self, state: TrainState, eval_step,
+               reporter: metrics_lib.Reporter | None = None) -> dict[str, float]:
+    """Weighted means of the eval loss and metrics over `eval_steps` validation batches;
+    with a `reporter`, also the task's `eval_audio` clips of the first batch."""
     iterator = self.task.make_iterator(self.config.data.eval_split, jax.process_index(),
                                        jax.process_count())
     totals: dict[str, float] = {}
-    for _ in range(self.config.eval_steps):
+    for i in range(self.config.eval_steps):
       try:
         batch = next(iterator)
       except StopIteration:
         break
       with sharding.axis_rules(self.mesh):
-        sums = eval_step(state, sharding.shard_batch(batch, self.mesh))
+        batch = sharding.shard_batch(batch, self.mesh)
+        sums = eval_step(state, batch)
+        if i == 0 and reporter is not None:
+          self.write_eval_audio(state, batch, reporter)
       for k, v in metrics_lib.to_host(sums).items():
         totals[k] = totals.get(k, 0.0) + v
     weight = totals.pop("weight", 0.0)
     if not weight:
       return {}
     return {k: v / weight for k, v in totals.items()}
+
+  def write_eval_audio(self, state: TrainState, batch, reporter: metrics_lib.Reporter) -> None:
+    """The task's clips (`Task.eval_audio`), if it gives any, to TensorBoard."""
+    if type(self.task).eval_audio is task_lib.Task.eval_audio:
+      return
+    if self._eval_audio is None:
+      fn = lambda params, extra, batch: self.task.eval_audio(params, extra, batch)
+      self._eval_audio = jax.jit(fn, out_shardings=sharding.replicated(self.mesh))
+    params = state.params if state.ema_params is None else state.ema_params  # as eval_step
+    clips = self._eval_audio(params, state.extra, batch)
+    step = int(jax.device_get(state.step))
+    for name, audio in jax.device_get(clips).items():
+      reporter.writer.write_audio(step, f"eval_audio/{name}", audio, self.task.audio_sample_rate)
 
   # ------------------------------------------------------------------------------ the loop
 
@@ -341,7 +367,7 @@ class Trainer:
                                         self.task.throughput_unit, flops, peak * self.mesh.size)
     reporter = metrics_lib.Reporter(self.workdir, self.is_chief, cfg.log_every,
                                     cfg.total_steps, step, throughput, cfg.progress_bar,
-                                    origin)
+                                    origin, cfg.progress_every_s)
     pending = []  # The last step's (step, device metrics), read after the next dispatch.
     profiling = False
 
@@ -353,8 +379,13 @@ class Trainer:
         self._check_finite(done_step, values)
         reporter.step_done(done_step, values)
 
+    # On a terminal, log lines (evaluations, phases) are printed above the bar, not through it.
+    redirect = contextlib.nullcontext()
+    if reporter.bar.interactive:
+      from tqdm.contrib.logging import logging_redirect_tqdm  # pylint: disable=g-import-not-at-top
+      redirect = logging_redirect_tqdm()
     try:
-      with StopSignal() as stop:
+      with StopSignal() as stop, redirect:
         while step < cfg.total_steps:
           if profile and step == profile[0] and self.is_chief:
             jax.profiler.start_trace(os.path.join(self.workdir, "tb"))
@@ -384,10 +415,11 @@ class Trainer:
             self.checkpointer.save(step, state, iterator.get_state(), self.config_dict)
           if cfg.eval_every and step % cfg.eval_every == 0 and not preempted:
             finish_pending()
-            result.eval_metrics = self.evaluate(state, eval_step)
-            reporter.eval_done(step, result.eval_metrics)
-            self._info("step %d eval: %s", step, ", ".join(
-                f"{k}={v:.4g}" for k, v in sorted(result.eval_metrics.items())))
+            start = time.perf_counter()
+            result.eval_metrics = self.evaluate(state, eval_step, reporter)
+            reporter.eval_done(step, result.eval_metrics, time.perf_counter() - start)
+            self._info("step %d eval: %s", step,
+                       metrics_lib.summary_line(result.eval_metrics))
           if preempted:
             result.preempted = True
             break

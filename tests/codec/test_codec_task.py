@@ -20,6 +20,7 @@ from audiolm_jax.train import checkpoint as ckpt_lib
 from audiolm_jax.train.metrics import read_jsonl
 from audiolm_jax.train.task import build_task
 from audiolm_jax.train.trainer import train
+from train_helpers import read_tb_audio
 
 STEPS, WARMUP = 3, 2  # Discriminators frozen in updates 0 and 1, trained in update 2.
 
@@ -85,6 +86,10 @@ def test_trainer_trains_codec_with_warmup_then_discriminators(run):
               "quality/mel_distance_q1"):
     assert np.isfinite(evals[0][key]), key
   assert evals[0]["quality/mel_distance"] > 0
+  crop = int(load_config("codec:tiny").data.crop_seconds * 16000)
+  assert read_tb_audio(os.path.join(workdir, "tb")) == {  # Clips to listen to, at each eval.
+      f"eval_audio/{name}": [(STEPS, 16000, crop)]
+      for name in ("original", "decoded", "decoded_q1")}
 
   warm, last = saved(workdir, WARMUP), saved(workdir, STEPS)  # The checkpoints written.
   for state, step in ((warm, WARMUP), (last, STEPS)):

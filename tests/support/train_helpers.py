@@ -98,12 +98,11 @@ def run_steps(config, workdir, n, batches=None):
   return state, history
 
 
-def read_tb_scalars(tb_dir):
-  """{tag: [(step, value)]} from the TensorBoard event files in `tb_dir` (no TensorFlow)."""
+def tb_values(tb_dir):
+  """`(step, summary value)` of every value in the TensorBoard event files in `tb_dir`."""
   import glob
   import struct
   from tensorboardX.proto import event_pb2
-  out = {}
   for path in sorted(glob.glob(os.path.join(tb_dir, "events.out.tfevents.*"))):
     with open(path, "rb") as f:
       data = f.read()
@@ -113,7 +112,25 @@ def read_tb_scalars(tb_dir):
       event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
       pos += 16 + n
       for v in event.summary.value:
-        out.setdefault(v.tag, []).append((event.step, v.simple_value))
+        yield event.step, v
+
+
+def read_tb_scalars(tb_dir):
+  """{tag: [(step, value)]} from the TensorBoard event files in `tb_dir` (no TensorFlow)."""
+  out = {}
+  for step, v in tb_values(tb_dir):
+    if not v.HasField("audio"):
+      out.setdefault(v.tag, []).append((step, v.simple_value))
+  return out
+
+
+def read_tb_audio(tb_dir):
+  """{tag: [(step, sample_rate, frames)]} of the audio clips in `tb_dir`."""
+  out = {}
+  for step, v in tb_values(tb_dir):
+    if v.HasField("audio"):
+      out.setdefault(v.tag, []).append((step, int(v.audio.sample_rate),
+                                        int(v.audio.length_frames)))
   return out
 
 

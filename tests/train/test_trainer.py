@@ -2,10 +2,12 @@
 --init_from, metrics/TensorBoard/profile output, evaluation, learning."""
 
 import glob
+import io
 import json
 import logging
 import os
 import shutil
+import sys
 
 import jax
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 import toy_lm
 from jax.sharding import PartitionSpec as P
 
+from audiolm_jax import progress
 from audiolm_jax.train import metrics as metrics_lib
 from audiolm_jax.checkpoint_files import param_fingerprint
 from audiolm_jax.train.trainer import NonFiniteError, Trainer, train
@@ -149,3 +152,44 @@ def test_the_toy_lm_learns(tmp_path):
   first = records(tmp_path)[10]["loss"]
   assert result.eval_metrics["loss"] < 0.6 * first, (first, result.eval_metrics)
   assert result.eval_metrics["accuracy"] > 0.25  # chance is 1/64
+
+
+def test_progress_off_a_terminal_is_short_log_lines_with_rate_and_eta(tmp_path, caplog,
+                                                                        monkeypatch):
+  """In a log file (not a terminal) progress is one line per interval: no tqdm carriage
+  returns piling up into one long line; the compile is announced."""
+  monkeypatch.setattr(sys, "stderr", io.StringIO())  # not a terminal, even under `pytest -s`
+  config = toy_config(mesh__data=1, total_steps=4, checkpoint_every=4, eval_every=2,
+                      progress_bar="true", progress_every_s=1e-6)
+  with caplog.at_level(logging.INFO):
+    train(config, str(tmp_path))
+  messages = [r.getMessage() for r in caplog.records]
+  lines = [m for m in messages if m.startswith("train: step ")]
+  assert [m.split(",")[0] for m in lines] == [
+      "train: step 1/4 (25%)", "train: step 2/4 (50%)", "train: step 3/4 (75%)",
+      "train: step 4/4 (100%)"]
+  assert all("steps/s" in m and "loss=" in m and "\r" not in m and len(m) < 300
+             for m in lines)
+  assert all("ETA " in m for m in lines[:-1]) and "ETA" not in lines[-1]
+  assert "eval " in lines[-1] and "% of the time" in lines[-1]
+  assert any(m.startswith("compiling the train step") for m in messages)
+
+
+def test_progress_lines_keep_to_their_interval():
+  bar = metrics_lib.ProgressBar(total=1000, initial=10, enabled=True, every_s=3600.0,
+                                interactive=False)
+  assert not bar.interactive
+  for _ in range(5):
+    bar.update()
+  assert bar.step == 15 and bar._step_line == 10  # no line yet: the hour has not passed
+  assert progress.format_duration(3725.2) == "1:02:05"
+  assert progress.format_duration(65) == "1:05"
+
+
+def test_the_eval_log_line_is_a_short_summary():
+  values = {"loss": 2.5, "accuracy": 0.25, **{f"codebook/perplexity_q{i}": 10.0 + i
+                                             for i in range(30)}}
+  line = metrics_lib.summary_line(values)
+  assert line.startswith("loss=2.5, accuracy=0.25, codebook/perplexity_q0=10, ")
+  assert line.endswith("more in metrics.jsonl)") and len(line) < 260
+  assert metrics_lib.summary_line({"loss": 1.0, "b": 2.0}) == "loss=1, b=2"

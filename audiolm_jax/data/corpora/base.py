@@ -15,6 +15,7 @@ import json
 import logging
 import multiprocessing
 import os
+import sys
 import time
 from typing import Any, Callable, Iterable, Iterator
 
@@ -143,6 +144,13 @@ def write_summary(builder: CorpusBuilder, seconds_taken: float) -> dict:
   return summary
 
 
+def quiet_progress_off_terminal() -> None:
+  """TFDS's tqdm bars, written to a log file, pile up into lines of thousands of characters:
+  off a terminal, turn them off (the build's summary says what was written)."""
+  if not sys.stderr.isatty():
+    tfds.disable_progress_bar()
+
+
 def prepare(builder: CorpusBuilder, force: bool = False) -> dict:
   """Builds the corpus (or reuses a finished build) and returns its summary."""
   t0 = time.time()
@@ -159,6 +167,7 @@ def prepare(builder: CorpusBuilder, force: bool = False) -> dict:
                       "rebuild with --force")
     summary["reused"] = True
   else:
+    quiet_progress_off_terminal()
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(download_mode=mode))
     summary = write_summary(builder, time.time() - t0)
