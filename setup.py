@@ -30,7 +30,7 @@ setup(
     long_description=open(os.path.join(HERE, "README.md")).read() if os.path.exists(
         os.path.join(HERE, "README.md")) else "",
     long_description_content_type="text/markdown",
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # the pinned jax, numpy, scipy and flax need it
     # The shipped configs travel with the package (`audiolm_jax.configs`), so an installed
     # `audiolm-jax train --config experiments/configs/codec.py:cpu` finds them anywhere.
     packages=find_packages(include=["audiolm_jax", "audiolm_jax.*"]) + ["audiolm_jax.configs"],

@@ -1,7 +1,14 @@
 """The AudioLM pipeline: prompt audio -> semantic -> coarse -> fine tokens -> audio.
 
     lm = AudioLM.from_run_dir("runs/demo")            # codec, tokenizer and three stages
-    out = lm.generate(prompt_wav, seconds=10.0, rng=jax.random.key(0))
+    audio = lm.generate_continuation(prompt, prompt_sample_rate=44100, seconds=10.0)
+    audio = lm.generate_unconditional(seconds=5.0, num_samples=4, temperature=0.7)
+
+The two calls above are the short API: any prompt rate (resampled), sampling settings for all
+stages or per stage (`temperature={"semantic": 0.6, "coarse": 0.8}`), a seed, an optional
+progress display, audio back (or everything with `return_tokens=True`). Underneath:
+
+    out = lm.generate(prompt_wav, seconds=10.0, rng=jax.random.key(0))   # at lm.sample_rate
     out.audio             # float32 [B, S]: the prompt's reconstruction, then the continuation
     out.semantic          # int32 [B, T]: semantic ids on the raw-frame timeline (prompt first)
     out.semantic_tokens   # int32 [B, n]: the generated deduplicated tokens
@@ -39,6 +46,7 @@ import jax
 import numpy as np
 
 from audiolm_jax import pretrained, tokenize
+from audiolm_jax.data.audio import resample
 from audiolm_jax.errors import ConfigError, DataError
 from audiolm_jax.frames import SAMPLES_PER_FRAME, num_frames
 from audiolm_jax.lm import generate as gen
@@ -49,6 +57,44 @@ log = logging.getLogger(__name__)
 # Subdirectories of a run directory.
 PARTS = {"codec": "codec", "w2v_bert": "w2v_bert", "semantic_tokenizer": "semantic_tokenizer",
          "semantic_lm": "semantic_lm", "coarse_lm": "coarse_lm", "fine_lm": "fine_lm"}
+
+
+STAGES = ("semantic", "coarse", "fine")
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+  """How one stage draws its tokens.
+
+  temperature: None = the stage's own (paper: 0.6 semantic, 0.8 coarse, 0.6 fine); 0 = greedy.
+  top_k: keep the k most likely ids (0 = off). top_p: nucleus mass (1.0 = off).
+  """
+  temperature: float | None = None
+  top_k: int = 0
+  top_p: float = 1.0
+
+  def __post_init__(self):
+    t, k, p = self.temperature, self.top_k, self.top_p
+    if t is not None and not (isinstance(t, (int, float)) and np.isfinite(t) and t >= 0):
+      raise ConfigError(f"temperature must be a finite number >= 0 (0 = greedy), got {t!r}")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+      raise ConfigError(f"top_k must be an integer >= 0 (0 = off), got {k!r}")
+    if not (isinstance(p, (int, float)) and 0 < p <= 1):
+      raise ConfigError(f"top_p must be in (0, 1] (1 = off), got {p!r}")
+
+
+def sampling_per_stage(temperature=None, top_k=0, top_p=1.0) -> dict[str, Sampling]:
+  """`{stage: Sampling}` from one value for every stage or a dict per stage (a stage left out
+  of a dict keeps the default), e.g. `sampling_per_stage(temperature={"coarse": 0.9}, top_k=50)`."""
+  values = {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+  defaults = {"temperature": None, "top_k": 0, "top_p": 1.0}
+  for name, value in values.items():
+    if isinstance(value, dict) and set(value) - set(STAGES):
+      raise ConfigError(f"{name}: stages are {', '.join(STAGES)}, got "
+                        f"{', '.join(sorted(set(value) - set(STAGES)))}")
+  return {stage: Sampling(**{name: (value.get(stage, defaults[name]) if isinstance(value, dict)
+                                    else value) for name, value in values.items()})
+          for stage in STAGES}
 
 
 @dataclasses.dataclass
@@ -109,6 +155,23 @@ class AudioLM:
           f"codec frames per semantic frame; this codec and tokenizer give {self.frame_ratio}")
 
   @classmethod
+  def from_parts(cls, *, codec: str, coarse_lm: str, fine_lm: str, semantic_lm: str | None = None,
+                 semantic_tokenizer: str | None = None, w2v_bert: str | None = None) -> AudioLM:
+    """Loads each part from its own workdir (or checkpoint step directory). `semantic_lm`,
+    `semantic_tokenizer` and `w2v_bert` (unless the tokenizer uses MFCC features) are needed
+    unless the coarse LM is acoustic-only."""
+    coarse = pretrained.load_stage(coarse_lm, "coarse_lm")
+    lm = tokenizer = None
+    if not coarse.stage.acoustic_only:
+      if not semantic_lm or not semantic_tokenizer:
+        raise ConfigError("from_parts: semantic_lm and semantic_tokenizer are needed unless "
+                          "the coarse LM was trained with stage.acoustic_only")
+      lm = pretrained.load_stage(semantic_lm, "semantic_lm")
+      tokenizer = pretrained.load_semantic_tokenizer(semantic_tokenizer, w2v_bert)
+    return cls(pretrained.load_codec(codec), tokenizer, lm, coarse,
+               pretrained.load_stage(fine_lm, "fine_lm"))
+
+  @classmethod
   def from_run_dir(cls, run_dir: str, parts: dict[str, str] | None = None) -> AudioLM:
     """Loads every part from `run_dir/<part>` (or the paths given in `parts`)."""
     paths = {k: os.path.join(run_dir, v) for k, v in PARTS.items()}
@@ -145,10 +208,13 @@ class AudioLM:
 
   def generate(self, prompt_wav: np.ndarray | None = None, *, seconds: float = 10.0,
                rng: jax.Array, batch_size: int = 1,
-               progress: Callable[[str], None] | None = None) -> Generation:
+               progress: Callable[[str], None] | None = None,
+               sampling: dict[str, Sampling] | None = None) -> Generation:
     """Continues `prompt_wav` ([S] or [B, S], at the codec's rate) to `seconds` in all, or
-    generates `batch_size` clips unconditionally when `prompt_wav` is None."""
+    generates `batch_size` clips unconditionally when `prompt_wav` is None. `sampling`:
+    `{stage: Sampling}` (`sampling_per_stage`); stages left out draw with their defaults."""
     say = progress or (lambda msg: None)
+    draw = _stage_kwargs(sampling)
     spf, r = self.samples_per_frame, self.frame_ratio
     total_t = num_frames(int(round(seconds * self.sample_rate)), spf)
     q_coarse = self.coarse_lm.stage.num_coarse
@@ -177,17 +243,18 @@ class AudioLM:
       per_token = frames_per_token(self.semantic_lm, prompt_semantic)
       tokens = gen.generate_semantic(
           self.semantic_lm, known, gen.tokens_for_frames(total_t - prompt_t, per_token), rng_s,
-          frames_per_token=per_token)
+          frames_per_token=per_token, **draw["semantic"])
       semantic = gen.semantic_timeline(known, tokens, per_token, total_t)
     say("stage 2: coarse acoustic tokens")
     coarse = gen.generate_coarse(
         self.coarse_lm, semantic,
         np.zeros((batch_size, 0, q_coarse), np.int32) if prompt_codes is None
-        else prompt_codes[..., :q_coarse], r * total_t, rng_c)
+        else prompt_codes[..., :q_coarse], r * total_t, rng_c, **draw["coarse"])
     say("stage 3: fine acoustic tokens")
     codes = gen.generate_fine(
         self.fine_lm, coarse,
-        None if prompt_codes is None else prompt_codes[..., :self.num_levels], rng_f)
+        None if prompt_codes is None else prompt_codes[..., :self.num_levels], rng_f,
+        **draw["fine"])
     say("decoding audio")
     audio = np.asarray(self.codec.decode(codes), np.float32)                    # [B, S]
     return Generation(audio=audio, semantic=semantic, semantic_tokens=tokens, coarse=coarse,
@@ -196,7 +263,8 @@ class AudioLM:
                       sample_rate=self.sample_rate)
 
   def acoustic_from_semantic(self, semantic_ids: np.ndarray, *, rng: jax.Array,
-                             progress: Callable[[str], None] | None = None) -> Generation:
+                             progress: Callable[[str], None] | None = None,
+                             sampling: dict[str, Sampling] | None = None) -> Generation:
     """Stages 2 and 3 alone from given semantic ids `[B, T]` (raw, at the tokenizer's frame
     rate, e.g. the ground-truth tokens of real speech) with no acoustic prompt: the paper's
     acoustic generation from semantic tokens (Table II), which should keep the words but not
@@ -204,6 +272,7 @@ class AudioLM:
     if self.acoustic_only:
       raise ConfigError("an acoustic-only model has no semantic conditioning")
     say = progress or (lambda msg: None)
+    draw = _stage_kwargs(sampling)
     semantic = np.asarray(semantic_ids, np.int32)
     if semantic.ndim != 2 or semantic.shape[1] == 0:
       raise DataError(f"semantic ids must be [batch, frames], got {semantic.shape}")
@@ -213,11 +282,87 @@ class AudioLM:
     say("stage 2: coarse acoustic tokens")
     coarse = gen.generate_coarse(self.coarse_lm, semantic,
                                  np.zeros((batch, 0, q_coarse), np.int32),
-                                 self.frame_ratio * frames, rng_c)
+                                 self.frame_ratio * frames, rng_c, **draw["coarse"])
     say("stage 3: fine acoustic tokens")
-    codes = gen.generate_fine(self.fine_lm, coarse, None, rng_f)
+    codes = gen.generate_fine(self.fine_lm, coarse, None, rng_f, **draw["fine"])
     say("decoding audio")
     audio = np.asarray(self.codec.decode(codes), np.float32)
     return Generation(audio=audio, semantic=semantic, semantic_tokens=None, coarse=coarse,
                       fine=codes[..., q_coarse:], prompt_samples=0, prompt_frames=0,
                       continuation_start=0, sample_rate=self.sample_rate)
+
+  # ------------------------------------------------------------------------ the short API
+
+  def generate_continuation(self, prompt: np.ndarray, prompt_sample_rate: int,
+                            seconds: float = 10.0, *, temperature=None, top_k=0, top_p=1.0,
+                            seed: int = 0, progress: bool = False,
+                            return_tokens: bool = False) -> np.ndarray | Generation:
+    """Continues `prompt` (`[S]` or `[B, S]` float audio at `prompt_sample_rate`, resampled
+    to the codec's rate) to `seconds` in all, prompt included.
+
+    temperature, top_k, top_p: one value for all stages or `{stage: value}` (`Sampling`).
+    Returns the audio at `self.sample_rate` (`[S]` for an `[S]` prompt, else `[B, S]`; the
+    prompt's part is its codec reconstruction), or the whole `Generation` with
+    `return_tokens=True`.
+    """
+    wav = np.asarray(prompt, np.float32)
+    if wav.ndim not in (1, 2) or wav.shape[-1] == 0:
+      raise DataError(f"the prompt must be a waveform [S] or [B, S], got shape {wav.shape}")
+    if wav.ndim == 2 and wav.shape[1] <= 8 < wav.shape[0]:
+      raise DataError(f"the prompt's shape {wav.shape} looks like [samples, channels]: give "
+                      "mono audio [S] (e.g. wav.mean(axis=1)) or a batch [B, S]")
+    if not np.all(np.isfinite(wav)):
+      raise DataError("the prompt holds NaN or inf samples")
+    rate = _check_rate(prompt_sample_rate)
+    if rate != self.sample_rate:
+      wav = np.stack([resample(row, rate, self.sample_rate) for row in np.atleast_2d(wav)])
+      wav = wav[0] if np.ndim(prompt) == 1 else wav
+    out = self._generate(wav, seconds, temperature, top_k, top_p, seed, progress, 1)
+    if return_tokens:
+      return out
+    return out.audio[0] if wav.ndim == 1 else out.audio
+
+  def generate_unconditional(self, seconds: float = 10.0, *, num_samples: int = 1,
+                             temperature=None, top_k=0, top_p=1.0, seed: int = 0,
+                             progress: bool = False,
+                             return_tokens: bool = False) -> np.ndarray | Generation:
+    """`num_samples` clips of `seconds` from no prompt: audio `[num_samples, S]` at
+    `self.sample_rate`, or the `Generation` with `return_tokens=True`."""
+    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)) \
+        or num_samples < 1:
+      raise ConfigError(f"num_samples must be a positive integer, got {num_samples!r}")
+    out = self._generate(None, seconds, temperature, top_k, top_p, seed, progress,
+                         int(num_samples))
+    return out if return_tokens else out.audio
+
+  def _generate(self, wav, seconds, temperature, top_k, top_p, seed, progress, batch_size):
+    if not (isinstance(seconds, (int, float)) and np.isfinite(seconds) and seconds > 0):
+      raise ConfigError(f"seconds must be a positive number, got {seconds!r}")
+    sampling = sampling_per_stage(temperature, top_k, top_p)
+    from audiolm_jax.progress import StageProgress  # pylint: disable=g-import-not-at-top
+    stages = StageProgress(total=(wav is not None) + (not self.acoustic_only) + 3,
+                           desc="generate", enabled=bool(progress))
+    try:
+      return self.generate(wav, seconds=float(seconds), rng=jax.random.key(int(seed)),
+                           batch_size=batch_size, progress=stages.advance, sampling=sampling)
+    finally:
+      stages.close()
+
+
+def _check_rate(rate) -> int:
+  if isinstance(rate, bool) or not isinstance(rate, (int, float, np.integer, np.floating)) \
+      or not np.isfinite(rate) or rate <= 0 or float(rate) != int(rate):
+    raise ConfigError(f"prompt_sample_rate must be a positive whole number of Hz, got {rate!r}")
+  rate = int(rate)
+  if not 1000 <= rate <= 384000:
+    raise ConfigError(f"prompt_sample_rate {rate} Hz is outside [1000, 384000]")
+  return rate
+
+
+def _stage_kwargs(sampling: dict[str, Sampling] | None) -> dict[str, dict]:
+  """`{stage: Sampling}` -> keyword arguments of `lm.generate.generate_<stage>`."""
+  sampling = sampling or {}
+  unknown = set(sampling) - set(STAGES)
+  if unknown:
+    raise ConfigError(f"sampling: stages are {', '.join(STAGES)}, got {sorted(unknown)}")
+  return {stage: dataclasses.asdict(sampling.get(stage, Sampling())) for stage in STAGES}

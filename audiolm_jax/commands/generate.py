@@ -1,10 +1,13 @@
 """`audiolm-jax generate`: AudioLM continuation / unconditional generation, and decoding.
 
     audiolm-jax generate --run W --prompt in.wav --seconds 10 --out out.wav [--seed S]
+                         [--temperature T] [--top_k K] [--top_p P]
         Continues a prompt (or, without --prompt, generates unconditionally) with the three
         stages of a run directory W (the demo's layout: W/codec, W/w2v_bert,
         W/semantic_tokenizer, W/semantic_lm, W/coarse_lm, W/fine_lm; flags name parts kept
-        elsewhere). Writes the audio and OUT.npz with every token stream.
+        elsewhere). Writes the audio and OUT.npz with every token stream. The sampling flags
+        take one value for every stage or per stage: --temperature semantic=0.6,coarse=0.8
+        (a stage left out keeps its default).
     audiolm-jax generate decode --codec RUN codes.npz out.wav [--n_q N] [--index I]
         SoundStream decoding of a codes file (`audiolm-jax tokenize acoustic`); with several
         clips in the file, clip i goes to out-i.wav unless --index picks one.
@@ -33,6 +36,13 @@ def register(subparsers) -> None:
   parser.add_argument("--seed", type=int, default=0, help="sampling seed")
   parser.add_argument("--num_samples", type=int, default=1,
                       help="unconditional clips to generate (OUT-i.wav)")
+  parser.add_argument("--temperature", metavar="T", default=None,
+                      help="sampling temperature, 0 = greedy (default: each stage's, "
+                      "0.6 / 0.8 / 0.6); or STAGE=T,... per stage")
+  parser.add_argument("--top_k", metavar="K", default="0",
+                      help="keep the K most likely ids (0 = off); or STAGE=K,...")
+  parser.add_argument("--top_p", metavar="P", default="1",
+                      help="nucleus sampling mass in (0, 1] (1 = off); or STAGE=P,...")
   for part in ("codec", "w2v_bert", "semantic_tokenizer", "semantic_lm", "coarse_lm", "fine_lm"):
     parser.add_argument(f"--{part}", metavar="DIR", help=f"the {part} (default: W/{part})")
   parser.set_defaults(func=_continue)
@@ -44,17 +54,20 @@ def register(subparsers) -> None:
 def _continue(args) -> int:
   import jax
   import numpy as np
-  from tqdm import tqdm
-  from audiolm_jax.audiolm import PARTS, AudioLM
+  from audiolm_jax.audiolm import PARTS, AudioLM, sampling_per_stage
   from audiolm_jax.data.audio import load_audio, write_wav
   from audiolm_jax.errors import ConfigError
   from audiolm_jax.commands import checks
+  from audiolm_jax.progress import StageProgress
   if not args.out:
     raise ConfigError("generate: --out OUT.wav is required (or use `generate decode`)")
   checks.seconds(args.seconds, "--seconds", maximum=MAX_SECONDS)
   checks.count(args.num_samples, "--num_samples", maximum=MAX_SAMPLES)
   for path in _output_paths(args.out, 1 if args.prompt else args.num_samples):
     checks.output_file(path, "--out")
+  sampling = sampling_per_stage(
+      temperature=_per_stage(args.temperature, float, "--temperature"),
+      top_k=_per_stage(args.top_k, int, "--top_k"), top_p=_per_stage(args.top_p, float, "--top_p"))
   parts = {p: getattr(args, p) for p in PARTS if getattr(args, p)}
   if not args.run and len(parts) < len(PARTS):
     raise ConfigError("generate: give --run W (a run directory) or every part's flag")
@@ -64,10 +77,9 @@ def _continue(args) -> int:
     raise ConfigError(f"--seconds {args.seconds:g}: not longer than the "
                       f"{len(prompt) / lm.sample_rate:.2f} s prompt (the length is the "
                       "result's, prompt included)")
-  stages = tqdm(total=5, desc="generate", bar_format="{desc}: {n}/{total} {postfix}")
-  progress = lambda msg: (stages.set_postfix_str(msg), stages.update(1))
+  stages = StageProgress(total=5, desc="generate")
   out = lm.generate(prompt, seconds=args.seconds, rng=jax.random.key(args.seed),
-                    batch_size=args.num_samples, progress=progress)
+                    batch_size=args.num_samples, progress=stages.advance, sampling=sampling)
   stages.close()
   paths = _output_paths(args.out, out.audio.shape[0])
   for wav, path in zip(out.audio, paths):
@@ -84,6 +96,27 @@ def _continue(args) -> int:
     tokens["semantic_tokens"] = out.semantic_tokens
   np.savez(f"{stem}.npz", **tokens)
   return 0
+
+
+def _per_stage(text: str | None, kind: type, flag: str):
+  """"0.8" -> 0.8 for every stage; "semantic=0.6,coarse=0.8" -> {stage: value}."""
+  from audiolm_jax.audiolm import STAGES
+  from audiolm_jax.errors import ConfigError
+  if text is None:
+    return None
+  try:
+    if "=" not in text:
+      return kind(text)
+    out = {}
+    for item in text.split(","):
+      stage, _, value = item.partition("=")
+      if stage.strip() not in STAGES:
+        raise ConfigError(f"{flag}: stages are {', '.join(STAGES)}, got {stage.strip()!r}")
+      out[stage.strip()] = kind(value)
+    return out
+  except ValueError:
+    raise ConfigError(f"{flag}: expected a {kind.__name__} or STAGE={kind.__name__},... "
+                      f"(stages: {', '.join(STAGES)}), got {text!r}") from None
 
 
 # --------------------------------------------------------------------------- decode

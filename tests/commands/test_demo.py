@@ -26,8 +26,25 @@ def cli(*args, check=True):
 @pytest.fixture(scope="module")
 def demo_run(tiny_data_dir, tmp_path_factory):
   run_dir = str(tmp_path_factory.mktemp("demo"))
-  cli("demo", "--config", "demo.py:tiny", "--run_dir", run_dir, "--data_dir", tiny_data_dir)
+  proc = cli("demo", "--config", "demo.py:tiny", "--run_dir", run_dir, "--data_dir",
+             tiny_data_dir)
+  LOGS["first run"] = proc.stdout + proc.stderr
   return run_dir
+
+
+LOGS = {}
+
+
+def test_the_demo_log_reads_well_in_a_file(demo_run):
+  """Redirected output (a pipe here, as `make demo > log`): numbered steps, each part's
+  training as short progress lines, no tqdm redraws piling up into one long line."""
+  log = LOGS["first run"]
+  for i, name in enumerate(("corpus", "codec", "w2v_bert", "semantic_tokenizer", "token_cache",
+                            "stages", "continuations"), 1):
+    assert f"[demo] step {i}/7: {name} ..." in log, name
+  assert "train: step 4/4 (100%)" in log and "compiling the train step" in log
+  bad = [line[:300] for line in log.split("\n") if len(line) > 300 or "\r" in line]
+  assert not bad, bad
 
 
 def test_demo_writes_the_report_with_measured_figures(demo_run):
@@ -61,8 +78,10 @@ def test_demo_rerun_reuses_finished_parts(demo_run, tiny_data_dir):
 
 def test_generate_continuation_and_unconditional(demo_run, tmp_path):
   prompt = os.path.join(demo_run, "prompt0_prompt.wav")
-  cli("generate", "--run", demo_run, "--prompt", prompt, "--seconds", "2", "--out",
-      str(tmp_path / "cont.wav"))
+  proc = cli("generate", "--run", demo_run, "--prompt", prompt, "--seconds", "2", "--out",
+             str(tmp_path / "cont.wav"), "--temperature", "semantic=0.6,coarse=0.8,fine=0")
+  # Written to a pipe, progress is one log line per stage, not a redrawn bar.
+  assert "generate: 4/5 stage 3: fine acoustic tokens" in proc.stderr and "\r" not in proc.stderr
   wav, rate = sf.read(str(tmp_path / "cont.wav"))
   assert abs(len(wav) / rate - 2.0) < 0.05
   tokens = np.load(str(tmp_path / "cont.npz"), allow_pickle=False)
@@ -73,6 +92,10 @@ def test_generate_continuation_and_unconditional(demo_run, tmp_path):
   bad = cli("generate", "--run", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.wav"),
             check=False)
   assert bad.returncode == 1 and "no checkpoint" in bad.stderr
+  bad = cli("generate", "--run", demo_run, "--out", str(tmp_path / "x.wav"), "--top_k",
+            "coarse=many", check=False)
+  assert bad.returncode != 0 and "--top_k" in bad.stderr and len(bad.stderr.splitlines()) == 1
+  assert not os.path.exists(tmp_path / "x.wav")
 
 
 def test_speech_continuation_experiment_on_the_demo_parts(demo_run, tiny_data_dir, tmp_path):
