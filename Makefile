@@ -9,7 +9,7 @@ DATA_DIR ?= data
 
 .PHONY: demo test install sysdeps clean
 
-$(STAMP): requirements.txt setup.py
+$(STAMP): requirements.txt setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .

@@ -33,6 +33,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from audiolm_jax.errors import require_extra
 from audiolm_jax.progress import format_duration
 
 log = logging.getLogger("audiolm_jax.demo")
@@ -229,6 +230,11 @@ class Demo:
                                           title="audiolm-jax demo: speech continuation")
 
   def run(self) -> dict[str, Any]:
+    # Before 20 minutes of training, not after: the report's figures need these.
+    require_extra("eval", "the demo (codec quality, speaker similarity)")
+    require_extra("report", "the demo's report page")
+    if self.cfg.corpus == "synthetic_piano":
+      require_extra("piano", "the synthetic_piano corpus")
     t0 = time.time()
     steps = [("corpus", self.corpus), ("codec", self.codec), ("w2v_bert", self.w2v_bert),
              ("semantic_tokenizer", self.tokenizer), ("token_cache", self.token_cache),

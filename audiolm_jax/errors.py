@@ -44,3 +44,25 @@ class CheckpointError(AudioLMError):
 
 class MissingToolError(AudioLMError):
   """A system tool (flite, espeak-ng, fluidsynth, ...) is not installed."""
+
+
+class MissingExtraError(AudioLMError):
+  """An optional part of the install (a pip extra) is needed and missing."""
+
+
+# The pip extras (pyproject.toml) and the modules each one provides.
+EXTRAS = {
+    "eval": ("pesq", "pystoi", "pocketsphinx", "jiwer", "torch", "resemblyzer"),
+    "piano": ("music21", "mido"),
+    "report": ("matplotlib",),
+}
+
+
+def require_extra(extra: str, what: str) -> None:
+  """Raises `MissingExtraError` naming the pip line unless `extra`'s modules are installed
+  (looked up, not imported: free to call before a long job)."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  missing = [m for m in EXTRAS[extra] if importlib.util.find_spec(m) is None]
+  if missing:
+    raise MissingExtraError(f"{what} needs the [{extra}] extra ({', '.join(missing)} not "
+                            f"installed): pip install 'audiolm-jax[{extra}]'")

@@ -23,11 +23,13 @@ import numpy as np
 
 from audiolm_jax.config import flatten
 from audiolm_jax.data.audio import write_wav
+from audiolm_jax.errors import require_extra
 
 
 def spectrogram_png(path: str, wav: np.ndarray, sample_rate: int, boundary_s: float | None,
                     title: str = "") -> None:
   """Log-mel spectrogram of `wav` with a vertical line at `boundary_s` (the prompt's end)."""
+  require_extra("report", "the report's spectrograms")
   import librosa
   import matplotlib
   matplotlib.use("Agg")

@@ -41,7 +41,7 @@ import numpy as np
 from audiolm_jax.checkpoint_files import find_step_dir
 from audiolm_jax.data import corpora
 from audiolm_jax.data.audio import from_int16, write_wav
-from audiolm_jax.errors import AudioLMError, ConfigError, DataError
+from audiolm_jax.errors import AudioLMError, ConfigError, DataError, require_extra
 from audiolm_jax.eval.quality import pesq_diagnosis, quality_metrics
 from audiolm_jax.eval.speaker import bootstrap_ci
 from audiolm_jax.pretrained import load_codec
@@ -204,6 +204,8 @@ def write_plot(report: dict, path: str) -> None:
 def main(argv=None) -> int:
   args = parse_args(sys.argv[1:] if argv is None else argv)
   try:
+    require_extra("eval", "codec_bitrate.py (PESQ, STOI)")
+    require_extra("report", "codec_bitrate.py (its plot)")
     step_dir = find_step_dir(args.codec)
     codec = load_codec(step_dir)
     if codec.sample_rate != 16000:

@@ -54,7 +54,7 @@ from audiolm_jax.audiolm import AudioLM
 from audiolm_jax.data import corpora
 from audiolm_jax.data.audio import from_int16, write_wav
 from audiolm_jax.data.prompts import speaker_of
-from audiolm_jax.errors import AudioLMError, DataError
+from audiolm_jax.errors import AudioLMError, DataError, require_extra
 from audiolm_jax.eval import speaker as speaker_lib
 from audiolm_jax.eval.asr import character_error_rate, word_error_rate
 from audiolm_jax.lm.scoring import semantic_nll
@@ -328,6 +328,8 @@ def write_plot(report, path):
 def main(argv=None) -> int:
   try:
     cfg = parse_args(sys.argv[1:] if argv is None else argv)
+    require_extra("eval", "speech_continuation.py (ASR, speaker identity)")
+    require_extra("report", "speech_continuation.py (its chart)")
     report = evaluate(cfg)
   except AudioLMError as e:
     print(f"speech_continuation: error: {e}", file=sys.stderr)

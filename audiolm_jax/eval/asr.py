@@ -34,6 +34,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from audiolm_jax.data.corpora.text import normalize_transcript
+from audiolm_jax.errors import require_extra
 from audiolm_jax.eval.acoustic_adaptation import adapt_acoustic_model
 from audiolm_jax.eval.ngram import NGramLM, build_domain_lm
 from audiolm_jax.eval.sphinx_files import pcm16
@@ -80,6 +81,7 @@ def character_error_rate(references: Sequence[str], hypotheses: Sequence[str]) -
   Returns:
     Total character edits over total reference characters; 0.0 when no reference has any.
   """
+  require_extra("eval", "the character error rate")
   import jiwer  # pylint: disable=g-import-not-at-top
   if len(references) != len(hypotheses):
     raise ValueError(f"{len(references)} references but {len(hypotheses)} hypotheses")
@@ -112,6 +114,7 @@ class PocketSphinxASR:
                acoustic_model: str | None = None, dictionary: str | None = None,
                **decoder_options):
     import logging  # pylint: disable=g-import-not-at-top
+    require_extra("eval", "speech recognition")
     from pocketsphinx import Decoder  # pylint: disable=g-import-not-at-top
     logging.getLogger("pocketsphinx").setLevel(logging.WARNING)
     self.sample_rate = sample_rate

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from audiolm_jax.errors import require_extra
+
 
 def si_snr(reference: np.ndarray, estimate: np.ndarray, eps: float = 1e-8) -> float:
   """Scale-invariant signal-to-noise ratio in dB (higher is better)."""
@@ -37,6 +39,7 @@ def mel_distance(reference: np.ndarray, estimate: np.ndarray, sample_rate: int =
 
 def pesq_wb(reference: np.ndarray, estimate: np.ndarray, sample_rate: int = 16000) -> float:
   """Wide-band PESQ (ITU-T P.862.2), -0.5..4.64; NaN when the clip has no detectable speech."""
+  require_extra("eval", "PESQ")
   from pesq import NoUtterancesError, pesq
   n = min(reference.size, estimate.size)
   try:
@@ -48,6 +51,7 @@ def pesq_wb(reference: np.ndarray, estimate: np.ndarray, sample_rate: int = 1600
 
 def stoi(reference: np.ndarray, estimate: np.ndarray, sample_rate: int = 16000) -> float:
   """Short-time objective intelligibility, 0..1."""
+  require_extra("eval", "STOI")
   from pystoi import stoi as _stoi
   n = min(reference.size, estimate.size)
   return float(_stoi(reference[:n], estimate[:n], sample_rate, extended=False))

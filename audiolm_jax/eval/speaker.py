@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from audiolm_jax.errors import DataError
+from audiolm_jax.errors import DataError, require_extra
 
 SAMPLE_RATE = 16000
 
@@ -39,6 +39,7 @@ SAMPLE_RATE = 16000
 def _import_resemblyzer():
   """Imports resemblyzer without the deprecation warning its VAD (webrtcvad) triggers by
   importing pkg_resources: one long line in every log, about a package we pin."""
+  require_extra("eval", "the speaker encoder")
   with warnings.catch_warnings():
     warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
     import resemblyzer  # pylint: disable=g-import-not-at-top

@@ -19,7 +19,7 @@ import tensorflow_datasets as tfds
 
 from audiolm_jax.data.audio import AudioChecks, check_audio, read_audio, resample, to_int16
 from audiolm_jax.data.corpora import base
-from audiolm_jax.errors import BadAudioError, MissingToolError
+from audiolm_jax.errors import BadAudioError, MissingToolError, require_extra
 
 SOUNDFONT_PATHS = ("/usr/share/sounds/sf2/FluidR3_GM.sf2", "/usr/share/sounds/sf2/default-GM.sf2",
                    "/usr/share/soundfonts/default.sf2")
@@ -194,6 +194,7 @@ class SyntheticPiano(base.CorpusBuilder):
       raise MissingToolError("fluidsynth not installed: run `make install` or "
                              "apt-get install fluidsynth fluid-soundfont-gm")
     find_soundfont()
+    require_extra("piano", "the synthetic_piano corpus")
     splits = split_pieces(list_pieces(self.builder_config), self.builder_config)
     return {name: self._generate_examples(pieces) for name, pieces in splits.items()}
 
