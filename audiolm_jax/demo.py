@@ -172,7 +172,6 @@ class Demo:
     from audiolm_jax.data import corpora
     from audiolm_jax.data.prompts import held_out_prompts
     from audiolm_jax.eval import quality, speaker
-    from audiolm_jax.report import write_report
     c = self.cfg
     lm = AudioLM.from_run_dir(self.run_dir)
     rate = lm.sample_rate
@@ -226,8 +225,34 @@ class Demo:
         "speaker_similarity_to_other_prompts": [round(float(x), 4) for x in others],
         "prompt_audio_max_error": max(errors),
         "prompt_audio_reproduced": bool(max(errors) < 1e-3)}
-    self.metrics["report"] = write_report(self.run_dir, items, self.metrics, sample_rate=rate,
-                                          title="audiolm-jax demo: speech continuation")
+    self.items, self.sample_rate = items, rate
+
+  def summary(self) -> list[tuple[str, Any]]:
+    """The report's headline rows, once every timing is known."""
+    m, seconds = self.metrics, self.metrics["seconds"]
+    rows = [("corpus", f"{self.cfg.corpus}/{self.cfg.corpus_size}: "
+                       f"{m['corpus']['hours']:.2f} h, {m['corpus']['speakers']} speakers")]
+    for part in ("codec", "w2v_bert", "semantic_lm", "coarse_lm", "fine_lm"):
+      last = m.get(part, {})
+      train, evals = last.get("last_train", {}), last.get("last_eval", {})
+      if train:
+        loss = train.get("loss", float("nan"))
+        rows.append((part, f"{int(train['step'])} steps, loss {loss:.4g}"
+                           + (f" (eval {evals['loss']:.4g})" if "loss" in evals else "")))
+    q = m["codec_quality"]
+    rows.append(("codec on the prompts' utterances", f"PESQ {q['pesq']:.2f}, STOI "
+                 f"{q['stoi']:.2f}, SI-SNR {q['si_snr']:.1f} dB ({q['utterances']} clips)"))
+    g = m["generation"]
+    rows.append(("continuation's speaker similarity", f"to its prompt "
+                 f"{np.mean(g['speaker_similarity_to_prompt']):.3f}, to the other prompts "
+                 f"{np.nanmean(g['speaker_similarity_to_other_prompts']):.3f} (mean of "
+                 f"{g['prompts']}; resemblyzer cosine)"))
+    rows.append(("seconds per continuation", f"{g['seconds_per_continuation']:.1f} s for "
+                 f"{g['total_seconds']:g} s of audio"))
+    rows += [(f"time: {k}", format_duration(v)) for k, v in seconds.items()
+             if not k.startswith("total")]
+    rows.append(("time: total", format_duration(seconds["total"])))
+    return rows
 
   def run(self) -> dict[str, Any]:
     # Before 20 minutes of training, not after: the report's figures need these.
@@ -244,6 +269,13 @@ class Demo:
         self.metrics["seconds"]["total_before_generation"] = round(time.time() - t0, 1)
       self.timed(name, fn, index, len(steps))
     self.metrics["seconds"]["total"] = round(time.time() - t0, 1)
+    # Written last, so that its summary has every timing (the report takes seconds).
+    from audiolm_jax.report import write_report  # pylint: disable=g-import-not-at-top
+    self.metrics["report"] = os.path.join(self.run_dir, "report.html")
+    write_report(self.run_dir, self.items, self.metrics, sample_rate=self.sample_rate,
+                 title="audiolm-jax demo: speech continuation", summary=self.summary(),
+                 curves={p: self.part(p) for p in ("codec", "w2v_bert", "semantic_lm",
+                                                   "coarse_lm", "fine_lm")})
     with open(os.path.join(self.run_dir, "metrics.json"), "w") as f:
       json.dump(self.metrics, f, indent=2, default=float)
     return self.metrics

@@ -62,6 +62,10 @@ def test_demo_writes_the_report_with_measured_figures(demo_run):
     assert metrics[part]["last_train"]["step"] == 4, part
   html = open(os.path.join(demo_run, "report.html")).read()
   assert "speaker similarity to its prompt" in html and "PESQ" in html
+  # The summary is written after the last step, so it has every timing; the curves of each part.
+  assert "<h2>Summary</h2>" in html and "time: total" in html and "time: continuations" in html
+  assert "training.png" in html and os.path.exists(os.path.join(demo_run, "training.png"))
+  assert metrics["report"] == os.path.join(demo_run, "report.html")
   for name in ("prompt0_prompt.wav", "prompt0_continuation.wav", "prompt0_original.wav",
                "prompt0.png"):
     assert name in html and os.path.exists(os.path.join(demo_run, name))
