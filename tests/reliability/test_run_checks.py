@@ -38,7 +38,7 @@ def test_the_checkpoint_is_saved_before_an_evaluation_on_the_same_step(tokens_di
   from audiolm_jax.train.trainer import Trainer
   calls = []
 
-  def failing_evaluate(self, state, eval_step):
+  def failing_evaluate(self, state, eval_step, reporter=None):
     calls.append(self.checkpointer.all_steps())
     raise RuntimeError("the evaluation broke")
 
