@@ -84,3 +84,29 @@ def test_soundstream_formula_fails_the_same_ranking():
   paper = losses.CodecLossConfig(reconstruction="soundstream", waveform_weight=0.0)
   cost = _costs(x, degradations(x), paper)
   assert not cost["noise 0.01"] < cost["random phase"], cost
+
+
+@pytest.mark.parametrize("clip", [_synthetic_clip, _librispeech_clip],
+                         ids=["flite", "librispeech"])
+def test_with_the_stft_term_on_the_objective_still_ranks_as_pesq_does(clip):
+  x = clip()
+  degraded = degradations(x)
+  on = losses.CodecLossConfig(stft_weight=1.0)
+  cost = _costs(x, degraded, on)
+  off = _costs(x, degraded, losses.CodecLossConfig())
+  assert all(cost[k] > off[k] for k in degraded), (cost, off)  # The term is in the sum.
+  assert cost["noise 0.001"] < cost["noise 0.01"] < cost["random phase"], cost
+  assert cost["low-pass 2 kHz"] > cost["low-pass 4 kHz"] > cost["noise 0.001"], cost
+  pesq = {k: pesq_wb(x, y) for k, y in degraded.items()}
+  rho = spearmanr([cost[k] for k in degraded], [-pesq[k] for k in degraded]).correlation
+  assert rho >= 0.7, (rho, cost, pesq)
+
+
+def test_the_stft_term_has_finite_gradients_on_silence():
+  import jax
+  config = losses.CodecLossConfig(stft_weight=1.0)
+  zeros = jnp.zeros((1, 4000))
+  grad = jax.grad(lambda y: losses.signal_loss(zeros, y, config)[0])(zeros)
+  assert bool(jnp.all(jnp.isfinite(grad)))
+  with pytest.raises(losses.ConfigError, match="stft_windows"):
+    losses.CodecLossConfig(stft_windows=(8,))
