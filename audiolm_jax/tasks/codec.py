@@ -203,28 +203,27 @@ class CodecTask(Task):
     out = self.loss(params, extra, batch, rng, train=False)
     valid = batch["valid"].astype(bool)
     wav = jnp.where(valid[:, None], batch["audio"].astype(jnp.float32), 0.0)
-    variables = {"params": params, VQ_STATS: extra[VQ_STATS]}
-    codes = self.model.apply(variables, wav, method=SoundStream.encode)          # [B, T, Q]
     metrics = dict(out.metrics)
-    for suffix, n in (("", self.model_cfg.num_quantizers), ("_q1", 1)):
-      decoded = self.model.apply(variables, codes[..., :n], method=SoundStream.decode)
-      decoded = decoded[:, :wav.shape[1]].astype(jnp.float32)                    # [B, S]
+    for suffix, decoded in self._decodings(params, extra, wav).items():          # [B, S]
       metrics[f"quality/si_snr{suffix}"] = losses.valid_mean(losses.si_snr(wav, decoded), valid)
       metrics[f"quality/mel_distance{suffix}"] = losses.valid_mean(
           log_mel_distance(wav, decoded), valid)
     return out.replace(metrics=metrics)
 
+  def _decodings(self, params, extra, wav):
+    """wav [B, S] encoded, then decoded with all levels ("") and with one ("_q1"): [B, S]."""
+    variables = {"params": params, VQ_STATS: extra[VQ_STATS]}
+    codes = self.model.apply(variables, wav, method=SoundStream.encode)          # [B, T, Q]
+    return {suffix: self.model.apply(variables, codes[..., :n], method=SoundStream.decode
+                                     )[:, :wav.shape[1]].astype(jnp.float32)
+            for suffix, n in (("", self.model_cfg.num_quantizers), ("_q1", 1))}
+
   def eval_audio(self, params, extra, batch):
     """The first valid clip of the batch: original, decoded with all levels, with one."""
     row = jnp.argmax(batch["valid"].astype(bool))
     wav = batch["audio"][row][None].astype(jnp.float32)
-    variables = {"params": params, VQ_STATS: extra[VQ_STATS]}
-    codes = self.model.apply(variables, wav, method=SoundStream.encode)
-    out = {"original": wav[0]}
-    for name, n in (("decoded", self.model_cfg.num_quantizers), ("decoded_q1", 1)):
-      decoded = self.model.apply(variables, codes[..., :n], method=SoundStream.decode)
-      out[name] = decoded[0, :wav.shape[1]].astype(jnp.float32)
-    return out
+    decoded = self._decodings(params, extra, wav)
+    return {"original": wav[0], "decoded": decoded[""][0], "decoded_q1": decoded["_q1"][0]}
 
   @property
   def audio_sample_rate(self) -> int:
