@@ -28,8 +28,11 @@ from audiolm_jax.semantic import tokenizer as tok
 
 def write_checkpoint(workdir: str, config, state: dict) -> str:
   step_dir = os.path.join(workdir, "checkpoints", "1")
-  ocp.StandardCheckpointer().save(os.path.join(step_dir, "state"), state)
-  ocp.StandardCheckpointer().wait_until_finished()
+  # The save is asynchronous: wait on (and close) the checkpointer that saves, so the
+  # `state/` directory is complete when this returns.
+  with ocp.StandardCheckpointer() as checkpointer:
+    checkpointer.save(os.path.join(step_dir, "state"), state)
+    checkpointer.wait_until_finished()
   os.makedirs(os.path.join(step_dir, "config"), exist_ok=True)
   with open(os.path.join(step_dir, "config", "metadata"), "w") as f:
     f.write(config_lib.to_json(config))
