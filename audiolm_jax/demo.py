@@ -147,23 +147,14 @@ class Demo:
     self.metrics.setdefault("token_cache", {})["frames_per_token"] = info.frames_per_token
 
   def stages(self):
-    """The three stages on the token cache, their vocabularies read from the cache (so a
-    stage always matches the codec and tokenizer it will be used with)."""
-    from audiolm_jax.data.tokens import read_cache_info
-    info = read_cache_info(self.part("tokens"))
+    """The three stages on the token cache. Their vocabularies come from the cache
+    (`config.data.sizes_from_cache`, the presets' default), so a stage always matches the codec
+    and tokenizer it will be used with."""
     common = {"data.tokens_dir": self.part("tokens"), "batch_size": self.cfg.stage_batch_size}
     p = self.cfg.preset
-    self.metrics["semantic_lm"] = self.train(
-        f"semantic_lm.py:{p}", self.part("semantic_lm"), self.cfg.semantic_lm_steps, **common,
-        **{"stage.codebook_size": info.semantic_vocab_size})
-    self.metrics["coarse_lm"] = self.train(
-        f"coarse_lm.py:{p}", self.part("coarse_lm"), self.cfg.coarse_lm_steps, **common,
-        **{"stage.semantic_codebook_size": info.semantic_vocab_size,
-           "stage.acoustic_codebook_size": info.acoustic_vocab_size})
-    self.metrics["fine_lm"] = self.train(
-        f"fine_lm.py:{p}", self.part("fine_lm"), self.cfg.fine_lm_steps, **common,
-        **{"stage.acoustic_codebook_size": info.acoustic_vocab_size,
-           "stage.num_quantizers": info.num_quantizers})
+    for name in ("semantic_lm", "coarse_lm", "fine_lm"):
+      self.metrics[name] = self.train(f"{name}.py:{p}", self.part(name),
+                                      getattr(self.cfg, f"{name}_steps"), **common)
 
   def continuations(self):
     import jax

@@ -232,7 +232,10 @@ def decode_clips(codec, codes: Sequence[np.ndarray], batch_size: int = 8) -> lis
 def tokenize_corpus(cache_dir: str, *, corpus: str, splits: tuple[str, ...], codec,
                     semantic_tokenizer, data_dir: str | None = None,
                     config_name: str | None = None, batch_size: int = 16,
-                    max_examples: int | None = None, progress: bool = True) -> dict:
+                    max_examples: int | None = None, chunk_size: int = 256,
+                    process_index: int = 0, process_count: int = 1, overwrite: bool = False,
+                    settings: dict | None = None, barrier: Callable[[str], None] | None = None,
+                    progress: bool = True) -> dict:
   """Tokenizes corpus splits once and writes them as a token cache; returns a summary.
 
   `codec` (a `soundstream.Codec`) and `semantic_tokenizer` (a `SemanticTokenizer`) run through
@@ -240,54 +243,89 @@ def tokenize_corpus(cache_dir: str, *, corpus: str, splits: tuple[str, ...], cod
   so the cache's tokens are exactly those a prompt gets. A record that cannot be read or gives
   non-finite or empty audio is skipped and counted. The cache records the frame ratio and
   both vocabularies (`data.tokens.CacheInfo`).
+
+  Streaming and resumable: each split is cut into chunks of `chunk_size` records, read,
+  tokenized and written one at a time (`data.tokens.CacheWriter`), so memory holds one chunk,
+  and a rerun after a kill skips the chunks already written. With several processes, process
+  `p` of `P` does every `P`-th chunk from the `p`-th (all splits' chunks in a row); `barrier(name)` must then wait for all of
+  them (`jax.experimental.multihost_utils.sync_global_devices`), and process 0 assembles the
+  cache. The cache is the same for any `P`. `settings` (e.g. the checkpoints used) are
+  recorded, and a half-built cache with other settings is refused unless `overwrite`.
   """
   # pylint: disable=g-import-not-at-top
   from audiolm_jax.data import corpora
   from audiolm_jax.data.audio import from_int16
-  from audiolm_jax.data.tokens import CacheInfo, write_token_cache
+  from audiolm_jax.data.tokens import CacheInfo, CacheWriter
   from audiolm_jax.progress import StageProgress
   # pylint: enable=g-import-not-at-top
+  if process_count > 1 and barrier is None:
+    raise ConfigError("tokenize_corpus: several processes need a barrier")
+  if chunk_size <= 0:
+    raise ConfigError(f"chunk_size must be positive, got {chunk_size}")
+  barrier = barrier or (lambda name: None)
   spf = semantic_tokenizer.samples_per_frame
   ratio = ratio_of(codec, spf)
-  summary: dict[str, Any] = {"corpus": corpus, "splits": {}, "skipped": 0}
+  sources = {split: corpora.data_source(corpus, split, data_dir, config_name)
+             for split in splits}
+  sizes = {split: len(src) if max_examples is None else min(len(src), max_examples)
+           for split, src in sources.items()}
+  num_chunks = {split: max(1, -(-n // chunk_size)) for split, n in sizes.items()}
+  record = {"corpus": corpus, "config_name": config_name, "splits": list(splits),
+            "max_examples": max_examples, "chunk_size": chunk_size, "sizes": sizes,
+            "frame_ratio": ratio, **(settings or {})}
+  if process_index == 0:
+    writer = CacheWriter(cache_dir, record, fresh=overwrite)
+  barrier("tokenize corpus: started")
+  if process_index != 0:
+    writer = CacheWriter(cache_dir, record, create=False)
 
-  def tokenize_split(split: str) -> list[dict]:
-    source = corpora.data_source(corpus, split, data_dir, config_name)
-    n = len(source) if max_examples is None else min(len(source), max_examples)
-    wavs, records = [], []
-    for i in range(n):
+  everything = [(split, c) for split in splits for c in range(num_chunks[split])]
+  mine = everything[process_index::process_count]
+  todo = [(split, c) for split, c in mine if not writer.done(split, c)]
+  summary: dict[str, Any] = {"corpus": corpus, "splits": {}, "skipped": 0,
+                             "chunks": {"total": sum(num_chunks.values()), "this_process": len(mine),
+                                        "resumed": len(mine) - len(todo)}}
+  bar = StageProgress(total=len(todo), desc=f"tokenizing {corpus} ({len(todo)} of "
+                      f"{len(mine)} chunks to do, {chunk_size} clips each)", enabled=progress)
+  for split, c in todo:
+    source, start = sources[split], c * chunk_size
+    wavs, records, skipped = [], [], 0
+    for i in range(start, min(start + chunk_size, sizes[split])):
       try:
-        record = source[i]
-        wav = from_int16(np.asarray(record["audio"]))
+        rec = source[i]
+        wav = from_int16(np.asarray(rec["audio"]))
       except Exception:  # An unreadable record: counted, never fatal.
-        summary["skipped"] += 1
+        skipped += 1
         continue
       if wav.size == 0 or not np.all(np.isfinite(wav)):
-        summary["skipped"] += 1
+        skipped += 1
         continue
       wavs.append(wav)
-      records.append(record)
-    bar = StageProgress(total=2, desc=f"tokenizing {corpus}/{split} ({len(wavs)} clips)",
-                        enabled=progress)
-    ids = semantic_tokens(semantic_tokenizer, wavs, batch_size)
-    bar.advance("semantic")
-    codes = acoustic_tokens(codec, wavs, batch_size, samples_per_frame=spf)
-    bar.advance("acoustic")
-    bar.close()
-    out = []
-    for record, s, a in zip(records, ids, codes):
+      records.append(rec)
+    ids = semantic_tokens(semantic_tokenizer, wavs, batch_size) if wavs else []
+    codes = acoustic_tokens(codec, wavs, batch_size, samples_per_frame=spf) if wavs else []
+    examples = []
+    for rec, s, a in zip(records, ids, codes):
       example = {"semantic": s, "acoustic": a}
       for key in ("speaker_id", "sentence_id", "transcript"):
-        if key in record:
-          value = record[key]
+        if key in rec:
+          value = rec[key]
           example[key] = value.decode() if isinstance(value, bytes) else value
-      out.append(example)
-    summary["splits"][split] = len(out)
-    return out
-
-  tokenized = {split: tokenize_split(split) for split in splits}
-  info = CacheInfo(frame_ratio=ratio, semantic_vocab_size=semantic_tokenizer.num_clusters,
-                   acoustic_vocab_size=codec.config.codebook_size,
-                   num_quantizers=codec.num_quantizers, samples_per_frame=spf)
-  summary["path"] = write_token_cache(cache_dir, tokenized, info)
+      examples.append(example)
+    writer.write_chunk(split, c, examples, ratio, skipped=skipped)
+    bar.advance(f"{split} chunk {c}: {len(examples)} clips")
+  bar.close()
+  barrier("tokenize corpus: chunks written")
+  if process_index == 0:
+    counts = [(split, writer.counts(split, c)) for split in splits
+              for c in range(num_chunks[split]) if writer.done(split, c)]
+    summary["skipped"] = sum(n.get("skipped", 0) for _, n in counts)
+    summary["splits"] = {split: sum(n["examples"] for s, n in counts if s == split)
+                         for split in splits}
+    info = CacheInfo(frame_ratio=ratio, semantic_vocab_size=semantic_tokenizer.num_clusters,
+                     acoustic_vocab_size=codec.config.codebook_size,
+                     num_quantizers=codec.num_quantizers, samples_per_frame=spf)
+    summary["path"] = writer.finish(info, num_chunks)
+  barrier("tokenize corpus: finished")
   return summary
+

@@ -1,6 +1,8 @@
 """The one batched tokenize path: bucketing, padding and cutting back; the frame rule of the
 acoustic tokens; and cache tokens equal to the tokens a prompt gets."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -189,3 +191,99 @@ def test_stage_crops_align_the_tokenizers_frame_ratio(tmp_path, tiny_data_dir, s
                       crop_seconds=0.4, semantic_rate=25 if ratio == 1 else 50, acoustic_rate=50)
   with pytest.raises(ConfigError, match="codec frames per semantic frame"):
     stage_tasks.token_dataset(other, cache, "train", seed=0, train=False)
+
+
+def _cache_records(cache):
+  from audiolm_jax.data import tokens
+  return {split: [source[i] for i in range(len(source))]
+          for split, source in sorted(tokens.token_sources(cache).items())}
+
+
+def _assert_same_records(a, b):
+  assert sorted(a) == sorted(b)
+  for split in a:
+    assert len(a[split]) == len(b[split]), split
+    for x, y in zip(a[split], b[split]):
+      assert sorted(x) == sorted(y)
+      for key in x:
+        np.testing.assert_array_equal(x[key], y[key])
+
+
+def test_tokenize_corpus_streams_chunks_and_resumes_after_a_crash(tmp_path, tiny_data_dir,
+                                                                  monkeypatch):
+  """A kill between chunks loses only the chunk in progress: the rerun skips the written
+  ones and gives the cache an uninterrupted run gives; the older cache stays readable until
+  the new one is complete; other settings are refused unless `overwrite`."""
+  from audiolm_jax.data import tokens
+  kwargs = dict(corpus="synthetic_speech", splits=("train", "validation"),
+                semantic_tokenizer=_FakeTokenizer(), data_dir=tiny_data_dir,
+                config_name="tiny", batch_size=2, max_examples=5, chunk_size=2, progress=False)
+  whole = str(tmp_path / "whole")
+  summary = tokenize.tokenize_corpus(whole, codec=_FakeCodec(), **kwargs)
+  assert summary["chunks"] == {"total": 6, "this_process": 6, "resumed": 0}  # 3 per split
+  expected = _cache_records(whole)
+  assert [len(v) for v in expected.values()] == [5, 5]
+
+  cache = str(tmp_path / "cache")
+  tokens.write_token_cache(cache, {"train": [{"semantic": np.zeros(2, int),
+                                              "acoustic": np.zeros((4, 3), int)}]})
+  calls = []
+  real_acoustic = tokenize.acoustic_tokens
+
+  def dies_on_the_fourth_chunk(*args, **kw):
+    calls.append(1)
+    if len(calls) == 4:
+      raise KeyboardInterrupt  # as a kill would, between two chunks' writes
+    return real_acoustic(*args, **kw)
+
+  monkeypatch.setattr(tokenize, "acoustic_tokens", dies_on_the_fourth_chunk)
+  with pytest.raises(KeyboardInterrupt):
+    tokenize.tokenize_corpus(cache, codec=_FakeCodec(), **kwargs)
+  assert len(tokens.token_source(cache, "train")) == 1  # The old cache, untouched.
+  monkeypatch.setattr(tokenize, "acoustic_tokens", real_acoustic)
+  with pytest.raises(DataError, match="other settings .*max_examples"):
+    tokenize.tokenize_corpus(cache, codec=_FakeCodec(), **{**kwargs, "max_examples": 4})
+  summary = tokenize.tokenize_corpus(cache, codec=_FakeCodec(), **kwargs)
+  assert summary["chunks"]["resumed"] == 3 and summary["splits"] == {"train": 5,
+                                                                      "validation": 5}
+  _assert_same_records(_cache_records(cache), expected)
+  assert tokens.read_cache_info(cache) == tokens.read_cache_info(whole)
+  assert not os.path.exists(os.path.join(cache, tokens.PARTIAL))
+  # A half-built cache with other settings is discarded with `overwrite`.
+  monkeypatch.setattr(tokenize, "acoustic_tokens", dies_on_the_fourth_chunk)
+  calls.clear()
+  with pytest.raises(KeyboardInterrupt):
+    tokenize.tokenize_corpus(cache, codec=_FakeCodec(), **kwargs)
+  monkeypatch.setattr(tokenize, "acoustic_tokens", real_acoustic)
+  summary = tokenize.tokenize_corpus(cache, codec=_FakeCodec(), overwrite=True,
+                                     **{**kwargs, "max_examples": 3})
+  assert summary["chunks"]["resumed"] == 0 and summary["splits"]["train"] == 3
+
+
+def test_tokenize_corpus_skips_and_counts_unreadable_records(tmp_path, tiny_data_dir,
+                                                             monkeypatch):
+  from audiolm_jax.data import corpora
+  real = corpora.data_source
+
+  class Damaged:
+    def __init__(self, source):
+      self.source = source
+
+    def __len__(self):
+      return len(self.source)
+
+    def __getitem__(self, i):
+      if i == 1:
+        raise OSError("bad record")
+      record = dict(self.source[i])
+      if i == 2:
+        record["audio"] = np.zeros(0, np.int16)
+      return record
+
+  monkeypatch.setattr(corpora, "data_source", lambda *a, **k: Damaged(real(*a, **k)))
+  summary = tokenize.tokenize_corpus(str(tmp_path / "c"), corpus="synthetic_speech",
+                                     splits=("train",), codec=_FakeCodec(),
+                                     semantic_tokenizer=_FakeTokenizer(),
+                                     data_dir=tiny_data_dir, config_name="tiny",
+                                     max_examples=4, chunk_size=2, progress=False)
+  assert summary["skipped"] == 2 and summary["splits"] == {"train": 2}

@@ -12,9 +12,12 @@
         25 Hz semantic token ids of each file (npz, no pickle: `ids` [N, T] padded with -1,
         `num_frames` [N], `paths` [N]).
     audiolm-jax tokenize corpus --codec RUN --tokenizer DIR [--w2v_bert RUN] --corpus C
-        [--config_name X] [--data_dir D] [--splits train,validation] --out CACHE
+        [--config_name X] [--data_dir D] [--splits train,validation] [--chunk_size N]
+        [--overwrite] [--coordinator_address H:P --num_processes N --process_id I] --out CACHE
         the token cache that the stage LMs train on (`--config.data.tokens_dir=CACHE`):
-        every clip of the corpus splits through the codec and the semantic tokenizer.
+        every clip of the corpus splits through the codec and the semantic tokenizer, one
+        chunk at a time (bounded memory); rerun the same command after a kill to resume; run
+        it on every host (as `train`) to share the chunks among them.
 
 `--config.tokenizer.KEY=VALUE` / `--config.data.KEY=VALUE` override any setting.
 """
@@ -162,8 +165,12 @@ def _register_corpus(sub) -> None:
       "corpus", help="the token cache of a corpus (what the stage LMs train on)",
       description="Tokenize corpus splits with a trained codec and semantic tokenizer and "
       "write them as a token cache (array_record, with token_cache.json: frame ratio and "
-      "vocabularies). Unreadable records are skipped and counted. A split is held in memory "
-      "as it is tokenized (about 64 kB per second of audio).")
+      "vocabularies, which the stage configs take from the cache). Unreadable records are "
+      "skipped and counted. Each split is done in chunks of --chunk_size clips, one shard "
+      "each: memory holds one chunk (about 64 kB per second of audio), and rerunning the "
+      "same command after a kill resumes at the first unwritten chunk. With several "
+      "processes (flags or JAX_* environment, as `train`), each tokenizes every N-th chunk "
+      "and process 0 assembles the cache, which is the same as one process makes.")
   p.add_argument("--codec", required=True, metavar="RUN", help="a trained codec")
   p.add_argument("--tokenizer", required=True, metavar="DIR", help="a fit-kmeans output")
   p.add_argument("--w2v_bert", default=None, metavar="RUN",
@@ -177,19 +184,32 @@ def _register_corpus(sub) -> None:
   p.add_argument("--batch_size", type=int, default=16, help="clips tokenized together")
   p.add_argument("--max_examples", type=int, default=None, metavar="N",
                  help="at most N clips per split")
+  p.add_argument("--chunk_size", type=int, default=256, metavar="N",
+                 help="clips per chunk (one shard each; the unit of resumption)")
+  p.add_argument("--overwrite", action="store_true",
+                 help="discard a half-built cache with other settings instead of refusing")
+  p.add_argument("--coordinator_address", default=None, metavar="HOST:PORT",
+                 help="multi-process: address of process 0's coordinator")
+  p.add_argument("--num_processes", type=int, default=None, help="multi-process: how many")
+  p.add_argument("--process_id", type=int, default=None, help="multi-process: this one's id")
   p.add_argument("--out", required=True, metavar="CACHE", help="the token cache directory")
   p.set_defaults(func=_corpus)
 
 
 def _corpus(args) -> int:
+  # jax.distributed must be initialised before anything touches a device.
+  from audiolm_jax.train import distributed  # pylint: disable=g-import-not-at-top
+  process = distributed.initialize(args.coordinator_address, args.num_processes,
+                                   args.process_id)
   # pylint: disable=g-import-not-at-top
-  from audiolm_jax import pretrained
+  from audiolm_jax import checkpoint_files, pretrained
   from audiolm_jax.commands import checks
   from audiolm_jax.errors import ConfigError
   from audiolm_jax.tokenize import tokenize_corpus
   # pylint: enable=g-import-not-at-top
   checks.output_dir(args.out, "--out")
   checks.count(args.batch_size, "--batch_size", maximum=4096)
+  checks.count(args.chunk_size, "--chunk_size", maximum=2**20)
   if args.max_examples is not None:
     checks.count(args.max_examples, "--max_examples", maximum=2**31 - 1)
   splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
@@ -197,12 +217,27 @@ def _corpus(args) -> int:
     raise ConfigError("--splits: name at least one split")
   codec = pretrained.load_codec(args.codec)
   tokenizer = pretrained.load_semantic_tokenizer(args.tokenizer, args.w2v_bert)
+  # What the tokens are made of: a resumed build must use the same parts.
+  settings = {"codec": checkpoint_files.find_step_dir(args.codec),
+              "tokenizer": os.path.abspath(args.tokenizer),
+              "semantic_vocab_size": tokenizer.num_clusters}
+  barrier = None
+  if process.count > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    barrier = multihost_utils.sync_global_devices
   summary = tokenize_corpus(args.out, corpus=args.corpus, splits=splits, codec=codec,
                             semantic_tokenizer=tokenizer, data_dir=args.data_dir,
                             config_name=args.config_name, batch_size=args.batch_size,
-                            max_examples=args.max_examples)
+                            max_examples=args.max_examples, chunk_size=args.chunk_size,
+                            process_index=process.index, process_count=process.count,
+                            overwrite=args.overwrite, settings=settings, barrier=barrier)
+  chunks = summary["chunks"]
+  if process.index != 0:
+    print(f"process {process.index}: {chunks['this_process']} chunk(s) tokenized "
+          f"({chunks['resumed']} already done)")
+    return 0
   for split, n in summary["splits"].items():
     print(f"  {split:<12} {n:>7} clips")
-  print(f"token cache ({summary['skipped']} record(s) skipped) written to "
-        f"{os.path.abspath(args.out)}")
+  print(f"token cache ({summary['skipped']} record(s) skipped; {chunks['total']} chunk(s), "
+        f"{chunks['resumed']} resumed) written to {os.path.abspath(args.out)}")
   return 0

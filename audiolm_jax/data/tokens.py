@@ -1,7 +1,8 @@
 """Token caches: a corpus tokenized once (semantic ids + acoustic codes), stored as array_record.
 
 Stage training reads tokens, never audio, so the codec and the semantic tokenizer never run per
-step. A cache is a TFDS build (no TensorFlow) in its own directory with, per utterance:
+step. A cache is a directory in TFDS's layout (readable with `tfds.builder_from_directory`, no
+TensorFlow) with, per utterance:
 
     semantic     int32 [T]        raw k-means ids (25 Hz in the paper; duplicates *not* removed)
     acoustic     int32 [r T, Q]   RVQ codes, all Q levels; r = frame ratio (2 in the paper)
@@ -14,24 +15,28 @@ and per split the mean number of raw frames per deduplicated semantic token, whi
 uses to lay deduplicated tokens out in time as training saw them (`lm/generate.py`).
 
     write_token_cache(cache_dir, {"train": examples, ...}, info)   # examples: iterables of dicts
+    writer = CacheWriter(cache_dir, settings)                       # chunk by chunk, resumable
     source = token_source(cache_dir, "train")                        # random access, for grain
     info = read_cache_info(cache_dir)
 
-`tokenize.tokenize_corpus` makes a cache from a corpus, a codec and a semantic tokenizer.
+Each split is a list of shards, one per chunk of examples, written by `CacheWriter` (any
+process may write any chunk; the shards do not depend on which). `tokenize.tokenize_corpus`
+makes a cache from a corpus, a codec and a semantic tokenizer that way.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
+import shutil
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
 
 from audiolm_jax.checkpoint_files import one_line
-from audiolm_jax.data.corpora.base import quiet_progress_off_terminal
 from audiolm_jax.errors import DataError
 from audiolm_jax.frames import SAMPLES_PER_FRAME
 from audiolm_jax.lm.stages import remove_consecutive_duplicates
@@ -86,59 +91,181 @@ def check_token_example(ex: Mapping[str, Any], where: str = "example",
           "transcript": str(ex.get("transcript", "") or "")}
 
 
-@dataclasses.dataclass(eq=False)
-class _CacheConfig(tfds.core.BuilderConfig):
-  splits: Any = dataclasses.field(default=None, repr=False)  # {split: examples}; not stored.
-  ratio: int = 2
-  counts: Any = dataclasses.field(default=None, repr=False)  # {split: [raw, dedup]} filled.
+DATASET = "token_cache"  # The TFDS layout readers expect: DIR/token_cache/tokens/1.0.0/.
+_BUILD = os.path.join(DATASET, "tokens", "1.0.0")
+_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
+PARTIAL = ".partial"  # Work in progress under the cache directory: chunks and their counts.
+_SETTINGS = "settings.json"
 
 
-class TokenCache(tfds.core.GeneratorBasedBuilder):
-  """A tokenized corpus (see the module docstring)."""
+def _features():
+  return tfds.features.FeaturesDict({
+      "semantic": tfds.features.Tensor(shape=(None,), dtype=np.int32),
+      # Two unknown dimensions need a byte encoding in TFDS; zlib also shrinks the codes.
+      "acoustic": tfds.features.Tensor(shape=(None, None), dtype=np.int32, encoding="zlib"),
+      "speaker_id": tfds.features.Tensor(shape=(), dtype=np.int64),
+      "sentence_id": tfds.features.Tensor(shape=(), dtype=np.int64),
+      "transcript": tfds.features.Text(),
+  })
 
-  VERSION = tfds.core.Version("1.0.0")
 
-  def _info(self):
-    features = tfds.features.FeaturesDict({
-        "semantic": tfds.features.Tensor(shape=(None,), dtype=np.int32),
-        # Two unknown dimensions need a byte encoding in TFDS; zlib also shrinks the codes.
-        "acoustic": tfds.features.Tensor(shape=(None, None), dtype=np.int32, encoding="zlib"),
-        "speaker_id": tfds.features.Tensor(shape=(), dtype=np.int64),
-        "sentence_id": tfds.features.Tensor(shape=(), dtype=np.int64),
-        "transcript": tfds.features.Text(),
-    })
-    return tfds.core.DatasetInfo(builder=self, description=__doc__, features=features)
+class CacheWriter:
+  """Writes a token cache chunk by chunk: bounded memory, resumable, shared among processes.
 
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    return {name: self._generate_examples(name, exs)
-            for name, exs in self.builder_config.splits.items()}
+      writer = CacheWriter(cache_dir, settings)       # settings: what the cache is made of
+      if not writer.done(split, c):
+        writer.write_chunk(split, c, examples)         # one array_record shard, atomically
+      writer.finish(info, {split: num_chunks})         # the cache appears (one process)
 
-  def _generate_examples(self, split: str, examples: Iterable[Mapping[str, Any]]):
-    counts = self.builder_config.counts.setdefault(split, [0, 0])
-    for i, ex in enumerate(examples):
-      ex = check_token_example(ex, f"{split}[{i}]", self.builder_config.ratio)
-      counts[0] += len(ex["semantic"])
-      counts[1] += len(remove_consecutive_duplicates(ex["semantic"]))
-      yield f"{split}-{i:08d}", ex
+  Chunk `c` of a split becomes shard `c` of that split, so the cache does not depend on how
+  many processes wrote it or in which order. Chunks are written under `DIR/.partial/`, each as
+  its records then a small JSON of its counts (written last, so a chunk with counts is
+  complete): a run killed at any point resumes where it stopped, provided `settings` are the
+  same (other settings are refused rather than mixed in; `fresh=True` starts over). Until
+  `finish`, an older cache in `cache_dir` stays as it was and readable.
+  """
+
+  def __init__(self, cache_dir: str, settings: Mapping[str, Any], *, fresh: bool = False,
+               create: bool = True):
+    self.cache_dir = os.path.abspath(cache_dir)
+    self.work = os.path.join(self.cache_dir, PARTIAL)
+    self.settings = json.loads(json.dumps(dict(settings)))  # Normalised as stored.
+    self._features = _features()
+    path = os.path.join(self.work, _SETTINGS)
+    if fresh and create and os.path.isdir(self.work):
+      shutil.rmtree(self.work)
+    if os.path.isfile(path):
+      try:
+        with open(path) as f:
+          started = json.load(f)
+      except (OSError, ValueError) as e:
+        raise DataError(f"{path}: unreadable ({one_line(e)}); delete {self.work} to start over")
+      if started != self.settings:
+        changed = sorted(k for k in set(started) | set(self.settings)
+                         if started.get(k) != self.settings.get(k))
+        raise DataError(f"{self.cache_dir}: a token cache build with other settings "
+                        f"({', '.join(changed)}) is in progress there; resume it with the same "
+                        "settings, or start over (--overwrite)")
+    elif create:
+      os.makedirs(self.work, exist_ok=True)
+      _write_json_atomically(path, self.settings)
+
+  def _chunk_path(self, split: str, chunk: int) -> str:
+    return os.path.join(self.work, f"{split}-{chunk:05d}")
+
+  def done(self, split: str, chunk: int) -> bool:
+    return os.path.isfile(self._chunk_path(split, chunk) + ".json")
+
+  def write_chunk(self, split: str, chunk: int, examples: Iterable[Mapping[str, Any]],
+                  ratio: int = 2, skipped: int = 0) -> dict:
+    """Checks and writes the examples of one chunk; returns its counts."""
+    from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+    path = self._chunk_path(split, chunk)
+    counts = {"examples": 0, "raw_frames": 0, "dedup_frames": 0, "skipped": int(skipped)}
+    writer = array_record_module.ArrayRecordWriter(path + ".tmp", "group_size:1")
+    try:
+      for i, ex in enumerate(examples):
+        ex = check_token_example(ex, f"{split}[chunk {chunk}, {i}]", ratio)
+        writer.write(self._features.serialize_example(ex))
+        counts["examples"] += 1
+        counts["raw_frames"] += len(ex["semantic"])
+        counts["dedup_frames"] += len(remove_consecutive_duplicates(ex["semantic"]))
+    finally:
+      writer.close()
+    os.replace(path + ".tmp", path + ".array_record")
+    counts["bytes"] = os.path.getsize(path + ".array_record")
+    _write_json_atomically(path + ".json", counts)
+    return counts
+
+  def counts(self, split: str, chunk: int) -> dict:
+    """What a finished chunk holds: examples, skipped, raw/dedup frames, bytes."""
+    path = self._chunk_path(split, chunk) + ".json"
+    try:
+      with open(path) as f:
+        return json.load(f)
+    except (OSError, ValueError) as e:
+      raise DataError(f"{path}: unreadable ({one_line(e)}); delete it to redo that chunk")
+
+  def chunks(self, split: str) -> list[int]:
+    """The finished chunks of a split, in order."""
+    prefix = f"{split}-"
+    return sorted(int(n[len(prefix):-5]) for n in os.listdir(self.work)
+                  if n.startswith(prefix) and n.endswith(".json") and n[len(prefix):-5].isdigit())
+
+  def finish(self, info: CacheInfo, num_chunks: Mapping[str, int | None]) -> str:
+    """Moves the chunks into place as the cache (replacing an older one) and writes its
+    metadata and `token_cache.json`; returns the build directory. `num_chunks[split]` is how
+    many chunks the split must have (None: whatever was written)."""
+    from tensorflow_datasets.core import naming  # pylint: disable=g-import-not-at-top
+    counts = {}
+    for split, expected in num_chunks.items():
+      have = self.chunks(split)
+      want = list(range(expected if expected is not None else len(have)))
+      if have != want:
+        missing = sorted(set(want) - set(have))
+        raise DataError(f"{self.cache_dir}: split {split!r} has {len(have)} of {len(want)} "
+                        f"chunks (missing {missing[:5]}{' ...' if len(missing) > 5 else ''}); "
+                        "rerun the same command to finish it")
+      counts[split] = [self.counts(split, c) for c in want]
+    build = os.path.join(self.work, "build")
+    if os.path.isdir(build):
+      shutil.rmtree(build)
+    os.makedirs(build)
+    split_infos = []
+    for split, chunk_counts in counts.items():
+      n = len(chunk_counts)
+      for c in range(n):
+        os.replace(self._chunk_path(split, c) + ".array_record",
+                   os.path.join(build, f"{DATASET}-{split}.array_record-{c:05d}-of-{n:05d}"))
+      template = naming.ShardedFileTemplate(data_dir=build, template=_TEMPLATE,
+                                            dataset_name=DATASET, split=split,
+                                            filetype_suffix="array_record")
+      split_infos.append(tfds.core.SplitInfo(
+          name=split, shard_lengths=[c["examples"] for c in chunk_counts],
+          num_bytes=sum(c["bytes"] for c in chunk_counts), filename_template=template))
+    tfds.folder_dataset.write_metadata(data_dir=build, features=self._features,
+                                       split_infos=split_infos, filename_template=_TEMPLATE,
+                                       check_data=False, description=__doc__)
+    for split, chunk_counts in counts.items():
+      raw = sum(c["raw_frames"] for c in chunk_counts)
+      dedup = sum(c["dedup_frames"] for c in chunk_counts)
+      info.frames_per_token[split] = raw / max(dedup, 1)
+    # The swap: the old cache (if any) goes only now that the new one is complete.
+    final = os.path.join(self.cache_dir, _BUILD)
+    old = os.path.join(self.cache_dir, DATASET)
+    if os.path.isdir(old):
+      shutil.rmtree(old)
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    os.replace(build, final)
+    _write_json_atomically(os.path.join(self.cache_dir, INFO_FILE), dataclasses.asdict(info))
+    shutil.rmtree(self.work)
+    return final
+
+
+def _write_json_atomically(path: str, value) -> None:
+  with open(path + ".tmp", "w") as f:
+    json.dump(value, f, indent=2)
+  os.replace(path + ".tmp", path)
 
 
 def write_token_cache(cache_dir: str, splits: Mapping[str, Iterable[Mapping[str, Any]]],
-                      info: CacheInfo | None = None) -> str:
-  """Writes a cache to `cache_dir` (replacing any old one) and its `token_cache.json`;
-  returns the build directory."""
-  cache_dir = os.path.abspath(cache_dir)
+                      info: CacheInfo | None = None, chunk_size: int = 1024) -> str:
+  """Writes a cache to `cache_dir` (replacing any old one) and its `token_cache.json`, from
+  in-memory or streamed examples, `chunk_size` per shard; returns the build directory."""
   info = info or CacheInfo()
-  config = _CacheConfig(name="tokens", splits=dict(splits), ratio=info.frame_ratio, counts={})
-  builder = TokenCache(data_dir=cache_dir, config=config, file_format="array_record")
-  quiet_progress_off_terminal()
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      download_mode=tfds.download.GenerateMode.FORCE_REDOWNLOAD))
-  info.frames_per_token = {split: raw / max(dedup, 1)
-                           for split, (raw, dedup) in sorted(config.counts.items())}
-  with open(os.path.join(cache_dir, INFO_FILE), "w") as f:
-    json.dump(dataclasses.asdict(info), f, indent=2)
-  return os.fspath(builder.data_path)
+  writer = CacheWriter(cache_dir, {"writer": "write_token_cache"}, fresh=True)
+  for split, examples in splits.items():
+    examples = iter(examples)
+    chunk = 0
+    while True:
+      block = list(itertools.islice(examples, chunk_size))
+      if not block and chunk:
+        break
+      writer.write_chunk(split, chunk, block, info.frame_ratio)
+      chunk += 1
+      if len(block) < chunk_size:
+        break
+  return writer.finish(info, {split: None for split in splits})
 
 
 def read_cache_info(cache_dir: str) -> CacheInfo:
@@ -155,7 +282,7 @@ def read_cache_info(cache_dir: str) -> CacheInfo:
 
 
 def _build_dir(cache_dir: str) -> str:
-  root = os.path.join(os.path.abspath(cache_dir), "token_cache", "tokens")
+  root = os.path.join(os.path.abspath(cache_dir), DATASET, "tokens")
   versions = sorted(d for d in (os.listdir(root) if os.path.isdir(root) else [])
                     if os.path.exists(os.path.join(root, d, "dataset_info.json")))
   if not versions:

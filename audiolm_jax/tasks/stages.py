@@ -20,6 +20,10 @@ sees the same crops and every evaluation the same ones. `process_rows` gives eac
 rows of every global batch (the global batch does not depend on the number of processes); the
 iterator's state is saved with every checkpoint.
 
+Vocabularies: with `config.data.sizes_from_cache` (the presets' default), the codebook sizes
+of `config.stage` (and the fine stage's number of levels) are those the cache recorded in
+`token_cache.json` (`sizes_from_cache`), set before the trainer saves the config.
+
 Loss: `weighted_cross_entropy` over the weighted targets of valid rows, with the softmax taken
 over the ids allowed at each target (`stage.target_logit_mask()`, the same ids the sampler
 allows); `LossOutput.weight` is the number of weighted tokens. Metrics: `accuracy` (of the
@@ -199,6 +203,34 @@ def _check_frame_ratio(stage: Stage, cache_ratio: int, tokens_dir: str) -> None:
       f"--config.stage.semantic_rate={stage.acoustic_rate // cache_ratio}")
 
 
+# config.stage keys -> the CacheInfo field that holds them (each stage has some of them).
+_CACHE_SIZES = {"codebook_size": "semantic_vocab_size",  # semantic_lm: K_s
+                "semantic_codebook_size": "semantic_vocab_size",
+                "acoustic_codebook_size": "acoustic_vocab_size"}
+
+
+def sizes_from_cache(config: ml_collections.ConfigDict) -> dict[str, int]:
+  """Sets `config.stage`'s codebook sizes (and, for the fine stage, its number of levels: all
+  of the codec's) from the token cache's recorded ones when `config.data.sizes_from_cache`;
+  returns what changed. A cache that recorded no sizes (0) changes nothing."""
+  data = config.data
+  if not (data.get("sizes_from_cache") and data.get("tokens_dir")
+          and has_token_cache(data.tokens_dir)):
+    return {}
+  info = read_cache_info(data.tokens_dir)
+  wanted = {key: getattr(info, field) for key, field in _CACHE_SIZES.items()}
+  if config.task == "fine_lm":
+    wanted["num_quantizers"] = info.num_quantizers
+  changed = {}
+  for key, value in wanted.items():
+    if key in config.stage and value and config.stage[key] != value:
+      log.info("%s: stage.%s = %d from the token cache %s (was %d; "
+               "--config.data.sizes_from_cache=false keeps the config's)", config.task, key,
+               value, data.tokens_dir, config.stage[key])
+      config.stage[key] = changed[key] = int(value)
+  return changed
+
+
 def distinct_rows(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """`mask [N, V]` as its distinct rows `[R, V]` and the row of each position `[N]`.
 
@@ -224,6 +256,7 @@ class StageLMTask(Task):
     if config.task != self.name:
       raise ConfigError(f"config.task is {config.task!r}, but {type(self).__name__} trains "
                         f"{self.name!r}")
+    sizes_from_cache(config)
     self.stage = stage_from_config(config, self.layout)
     self.model_config = transformer_config(config, self.stage)
     self.model = Transformer(self.model_config)
@@ -235,7 +268,7 @@ class StageLMTask(Task):
       raise ConfigError(
           f"{self.config.task}: config.data.tokens_dir is not set. Pass "
           "--config.data.tokens_dir=DIR, a token cache of the corpus (semantic ids and "
-          "acoustic codes, written by audiolm_jax.data.tokens.write_token_cache).")
+          "acoustic codes), made by `audiolm-jax tokenize corpus ... --out DIR`.")
     return tokens_dir
 
   def make_iterator(self, split: str, process_index: int, process_count: int):

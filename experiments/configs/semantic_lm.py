@@ -48,6 +48,9 @@ def get_config(arg=None):
 
   c.data.corpus = "speech"  # The corpus the token cache was made from (for the record).
   c.data.tokens_dir = None  # Token cache (data/tokens.py), required: --config.data.tokens_dir=DIR
+  # Codebook sizes (and the fine stage's levels) of config.stage are taken from the cache's
+  # token_cache.json, so a stage always fits its tokens; False keeps the values set here.
+  c.data.sizes_from_cache = True
   c.data.num_threads = 2  # Grain reader threads.
   c.data.prefetch = 8  # Grain prefetch buffer, in batches.
   # Raw frames per deduplicated token, L. 0: read from the token cache's train split when

@@ -158,3 +158,60 @@ def test_tokenize_corpus_builds_the_cache_the_stages_train_on(main, tiny_data_di
   assert (info.frame_ratio, info.semantic_vocab_size) == (2, 32)
   example = sources["train"][0]
   assert example["acoustic"].shape[0] == 2 * example["semantic"].shape[0]
+
+
+def test_two_processes_build_the_cache_one_process_builds(tiny_data_dir, tmp_path):
+  """Acceptance (issue 18.1): `tokenize corpus` on two local processes (jax.distributed), each
+  tokenizing every other chunk, gives the same shards and records as one process."""
+  import glob
+  import subprocess
+  import sys
+  import parts  # tests/support
+  from train_helpers import REPO, free_port, run_cli, subprocess_env
+  run_dir = str(tmp_path / "parts")
+  parts.make_run_dir(run_dir)
+
+  def args(out):
+    return ["tokenize", "corpus", "--codec", os.path.join(run_dir, "codec"), "--tokenizer",
+            os.path.join(run_dir, "semantic_tokenizer"), "--corpus", "synthetic_speech",
+            "--data_dir", tiny_data_dir, "--config_name", "tiny",
+            "--splits", "train,test_unseen_speakers", "--chunk_size", "2", "--batch_size", "2", "--out", str(tmp_path / out)]
+
+  port = free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "audiolm_jax", *args("multi"), "--coordinator_address",
+       f"127.0.0.1:{port}", "--num_processes", "2", "--process_id", str(i)],
+      cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for i in range(2)]
+  try:
+    outputs = [p.communicate(timeout=300) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, (_, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-3000:]
+  import re
+  total = int(re.search(r"; (\d+) chunk\(s\)", outputs[0][0]).group(1))
+  assert total >= 4  # chunks of 2 clips; every other one on each process
+  assert f"process 1: {total // 2} chunk(s) tokenized" in outputs[1][0]
+  single = run_cli(args("single"), timeout=300)
+  assert single.returncode == 0, single.stderr[-3000:]
+
+  # Same shards, each with the same records in the same order. (Not byte for byte: the
+  # serialised tf.Example maps follow each process's hash seed.)
+  from audiolm_jax.data import tokens
+  multi, one = (tokens.token_sources(str(tmp_path / out)) for out in ("multi", "single"))
+  assert sorted(multi) == sorted(one)
+  files = {out: sorted(os.path.basename(f) for f in glob.glob(
+      str(tmp_path / out / "token_cache" / "tokens" / "*" / "*.array_record-*")))
+      for out in ("multi", "single")}
+  assert len(files["single"]) == total and files["multi"] == files["single"]
+  for split in one:
+    assert len(multi[split]) == len(one[split]) > 0
+    for i in range(len(one[split])):
+      for key, value in one[split][i].items():
+        np.testing.assert_array_equal(multi[split][i][key], value)
+  with open(tmp_path / "multi" / "token_cache.json") as f, \
+       open(tmp_path / "single" / "token_cache.json") as g:
+    assert json.load(f) == json.load(g)

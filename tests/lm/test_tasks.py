@@ -193,3 +193,30 @@ def test_config_errors(tokens_dir, tmp_path):
     small.make_iterator("train", 0, 1)
   with pytest.raises(ConfigError, match="config.task"):
     tasks.CoarseLMTask(load_config("fine_lm:tiny"))
+
+
+def test_stage_sizes_come_from_the_token_cache(tmp_path):
+  """A cache records its vocabularies; each stage takes them (and the fine stage all of its
+  levels) instead of the preset's, unless `data.sizes_from_cache` is off."""
+  from audiolm_jax.data.tokens import CacheInfo
+  cache = str(tmp_path / "cache")
+  write_token_cache(cache, {"train": utterances(3, 0)},
+                    CacheInfo(semantic_vocab_size=48, acoustic_vocab_size=40, num_quantizers=6))
+  # The preset says K = 32 everywhere, Q = 4; the cache wins.
+  assert build_task(stage_config("semantic_lm", cache)).stage.codebook_size == 48
+  coarse = build_task(stage_config("coarse_lm", cache)).stage
+  assert (coarse.semantic_codebook_size, coarse.acoustic_codebook_size) == (48, 40)
+  config = stage_config("fine_lm", cache)
+  fine = build_task(config).stage
+  assert (fine.acoustic_codebook_size, fine.num_quantizers) == (40, 6)
+  assert (config.stage.acoustic_codebook_size, config.stage.num_quantizers) == (40, 6)  # saved
+  kept = build_task(stage_config("coarse_lm", cache, ("data.sizes_from_cache", "false"))).stage
+  assert (kept.semantic_codebook_size, kept.acoustic_codebook_size) == (K, K)
+  # A cache without recorded sizes (0) leaves the config alone.
+  assert tasks.sizes_from_cache(stage_config("coarse_lm", tokens_dir_without_sizes(tmp_path))) == {}
+
+
+def tokens_dir_without_sizes(tmp_path):
+  path = str(tmp_path / "no_sizes")
+  write_token_cache(path, {"train": utterances(2, 1)})
+  return path
