@@ -13,7 +13,6 @@ import re
 import shlex
 
 import numpy as np
-import pytest
 
 from audiolm_jax import cli
 from audiolm_jax.data.audio import write_wav
