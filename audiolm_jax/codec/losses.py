@@ -28,7 +28,8 @@ Generator:  w_rec L_rec + w_wave L_wave [+ w_spec L_spec] + w_commit L_commit
     2020), off unless `stft_weight > 0`: per FFT size n (Hann window n, hop n / 4), spectral
     convergence ||S - S'||_F / ||S||_F plus mean |log10(S + f) - log10(S' + f)| with the
     relative floor of L_rec (f = stft_log_floor * mean(S), 40 dB below it), averaged over
-    sizes. Linear-frequency bins at several resolutions: a candidate against the frame-by-frame
+    sizes. Both are floored at the level of -60 dBFS white noise (`STFT_FLOOR_RMS`), so a
+    silent target crop costs about what L_wave charges, not 1e6. Linear-frequency bins at several resolutions: a candidate against the frame-by-frame
     magnitude errors that hold the cpu codec's PESQ down (issue 11), not yet trained with.
   - L_adv   hinge: mean over discriminators k of mean_t max(0, 1 - D_k(G(x))).
   - L_feat  feature matching: mean over discriminators and layers of mean |D(x) - D(G(x))|.
@@ -195,16 +196,25 @@ def waveform_loss(wav: Array, wav_hat: Array) -> Array:
   return jnp.sum(jnp.abs(wav - wav_hat), -1) / scale
 
 
+# L_spec's absolute floor: the level of white noise at this RMS (-60 dBFS, as L_wave's floor).
+# Without it a digitally silent target crop (synthetic speech has them) makes the spectral
+# convergence ||S'|| / 1e-7: values near 1e6 and gradient bursts.
+STFT_FLOOR_RMS = 1e-3
+
+
 def stft_loss(wav: Array, wav_hat: Array, config: CodecLossConfig) -> Array:
   """L_spec of each example: wav, wav_hat [B, S] -> [B] (see the module docstring)."""
   wav, wav_hat = wav.astype(jnp.float32), wav_hat.astype(jnp.float32)
   total = 0.0
   for n in config.stft_windows:
     s, s_hat = (_safe_abs(stft(x, n, n // 4, center=True)) for x in (wav, wav_hat))  # [B, T, F]
-    floor = (config.stft_log_floor
-             * jnp.mean(jax.lax.stop_gradient(s), axis=(1, 2), keepdims=True) + 1e-7)
-    convergence = (_safe_norm((s - s_hat).reshape(s.shape[0], -1))
-                   / (_safe_norm(s.reshape(s.shape[0], -1)) + floor[:, 0, 0]))
+    # A bin's RMS magnitude for white noise at STFT_FLOOR_RMS: a sqrt(sum of Hann^2 = 3n/8).
+    level = STFT_FLOOR_RMS * math.sqrt(3 * n / 8)
+    bins = s.shape[1] * s.shape[2]
+    mean = jax.lax.stop_gradient(jnp.mean(s, axis=(1, 2), keepdims=True))
+    floor = config.stft_log_floor * jnp.maximum(mean, level)
+    norm = jnp.maximum(_safe_norm(s.reshape(s.shape[0], -1)), level * math.sqrt(bins))
+    convergence = _safe_norm((s - s_hat).reshape(s.shape[0], -1)) / norm
     log_l1 = jnp.mean(jnp.abs(jnp.log10(s + floor) - jnp.log10(s_hat + floor)), axis=(1, 2))
     total = total + convergence + log_l1
   return total / len(config.stft_windows)

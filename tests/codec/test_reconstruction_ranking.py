@@ -108,5 +108,11 @@ def test_the_stft_term_has_finite_gradients_on_silence():
   zeros = jnp.zeros((1, 4000))
   grad = jax.grad(lambda y: losses.signal_loss(zeros, y, config)[0])(zeros)
   assert bool(jnp.all(jnp.isfinite(grad)))
+  # A silent target against -20 dBFS noise: bounded (the spectral convergence of the floor,
+  # about 0.1 / 1e-3), as L_wave is; unfloored it was ||S'|| / 1e-7, near 1e6.
+  noise = 0.1 * jax.random.normal(jax.random.key(0), (1, 4000))
+  assert 20 < float(losses.stft_loss(zeros, noise, config)[0]) < 300
+  grad = jax.grad(lambda y: losses.stft_loss(zeros, y, config)[0])(noise)
+  assert bool(jnp.all(jnp.isfinite(grad))) and float(jnp.abs(grad).max()) < 10
   with pytest.raises(losses.ConfigError, match="stft_windows"):
     losses.CodecLossConfig(stft_windows=(8,))
