@@ -52,7 +52,7 @@ class MissingExtraError(AudioLMError):
 
 # The pip extras (pyproject.toml) and the modules each one provides.
 EXTRAS = {
-    "eval": ("pesq", "pystoi", "pocketsphinx", "jiwer", "torch", "resemblyzer"),
+    "eval": ("pesq", "pystoi", "pocketsphinx", "jiwer", "rapidfuzz", "torch", "resemblyzer"),
     "piano": ("music21", "mido"),
     "report": ("matplotlib",),
 }

