@@ -91,12 +91,18 @@ def check_audio(wav: np.ndarray, sample_rate: int, path: str = "<array>",
 
 
 def resample(wav: np.ndarray, orig_rate: int, target_rate: int) -> np.ndarray:
-  """Band-limited resampling (soxr, high quality); a no-op when the rates match."""
+  """Band-limited resampling of [S] (soxr, high quality), `ceil(S * target / orig)` samples
+  out (as librosa's `soxr_hq`, without importing librosa and numba); a no-op when the rates
+  match."""
   if orig_rate == target_rate:
     return wav
-  import librosa  # Deferred: slow to import.
-  return librosa.resample(wav, orig_sr=orig_rate, target_sr=target_rate,
-                          res_type="soxr_hq").astype(np.float32)
+  import soxr  # pylint: disable=g-import-not-at-top
+  wav = np.asarray(wav)
+  n = int(np.ceil(wav.shape[-1] * float(target_rate) / orig_rate))
+  out = soxr.resample(wav, orig_rate, target_rate, quality="HQ").astype(np.float32)
+  if out.shape[-1] >= n:
+    return out[:n]
+  return np.pad(out, (0, n - out.shape[-1]))
 
 
 def _wav_data_shortfall(path: str) -> int:

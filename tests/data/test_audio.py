@@ -113,3 +113,16 @@ def test_int16_round_trip_and_write(tmp_path):
   np.testing.assert_allclose(load_audio(tmp_path / "w.wav"), x, atol=1e-4)
   with pytest.raises(BadAudioError, match="non-finite"):
     write_wav(tmp_path / "bad.wav", np.array([np.nan], np.float32))
+
+
+def test_resample_equals_librosa_soxr_hq():
+  """`resample` calls soxr directly (no librosa/numba import); it must give librosa's
+  `soxr_hq` output exactly, length included."""
+  import librosa
+  from audiolm_jax.data.audio import resample
+  rng = np.random.default_rng(0)
+  for n in (1, 7, 12345, 44101):
+    for rates in ((22050, 16000), (44100, 16000), (8000, 16000), (16000, 24000)):
+      x = rng.normal(size=n).astype(np.float32)
+      want = librosa.resample(x, orig_sr=rates[0], target_sr=rates[1], res_type="soxr_hq")
+      np.testing.assert_array_equal(resample(x, *rates), want.astype(np.float32))
