@@ -247,8 +247,9 @@ def tokenize_corpus(cache_dir: str, *, corpus: str, splits: tuple[str, ...], cod
   Streaming and resumable: each split is cut into chunks of `chunk_size` records, read,
   tokenized and written one at a time (`data.tokens.CacheWriter`), so memory holds one chunk,
   and a rerun after a kill skips the chunks already written. With several processes, process
-  `p` of `P` does every `P`-th chunk from the `p`-th (all splits' chunks in a row); `barrier(name)` must then wait for all of
-  them (`jax.experimental.multihost_utils.sync_global_devices`), and process 0 assembles the
+  `p` of `P` does every `P`-th chunk from the `p`-th (all splits' chunks in a row);
+  `barrier(name)` must then wait for all of them
+  (`jax.experimental.multihost_utils.sync_global_devices`), and process 0 assembles the
   cache. The cache is the same for any `P`. `settings` (e.g. the checkpoints used) are
   recorded, and a half-built cache with other settings is refused unless `overwrite`.
   """
@@ -282,9 +283,9 @@ def tokenize_corpus(cache_dir: str, *, corpus: str, splits: tuple[str, ...], cod
   everything = [(split, c) for split in splits for c in range(num_chunks[split])]
   mine = everything[process_index::process_count]
   todo = [(split, c) for split, c in mine if not writer.done(split, c)]
-  summary: dict[str, Any] = {"corpus": corpus, "splits": {}, "skipped": 0,
-                             "chunks": {"total": sum(num_chunks.values()), "this_process": len(mine),
-                                        "resumed": len(mine) - len(todo)}}
+  chunks = {"total": sum(num_chunks.values()), "this_process": len(mine),
+            "resumed": len(mine) - len(todo)}
+  summary: dict[str, Any] = {"corpus": corpus, "splits": {}, "skipped": 0, "chunks": chunks}
   bar = StageProgress(total=len(todo), desc=f"tokenizing {corpus} ({len(todo)} of "
                       f"{len(mine)} chunks to do, {chunk_size} clips each)", enabled=progress)
   for split, c in todo:

@@ -29,8 +29,9 @@ Generator:  w_rec L_rec + w_wave L_wave [+ w_spec L_spec] + w_commit L_commit
     convergence ||S - S'||_F / ||S||_F plus mean |log10(S + f) - log10(S' + f)| with the
     relative floor of L_rec (f = stft_log_floor * mean(S), 40 dB below it), averaged over
     sizes. Both are floored at the level of -60 dBFS white noise (`STFT_FLOOR_RMS`), so a
-    silent target crop costs about what L_wave charges, not 1e6. Linear-frequency bins at several resolutions: a candidate against the frame-by-frame
-    magnitude errors that hold the cpu codec's PESQ down (issue 11), not yet trained with.
+    silent target crop costs about what L_wave charges, not 1e6. Linear-frequency bins at
+    several resolutions, against the frame-by-frame magnitude errors that held the cpu
+    codec's PESQ down (issue 11): on in the cpu preset since its 12000-step run.
   - L_adv   hinge: mean over discriminators k of mean_t max(0, 1 - D_k(G(x))).
   - L_feat  feature matching: mean over discriminators and layers of mean |D(x) - D(G(x))|.
   - L_commit the quantiser's commitment loss.

@@ -17,8 +17,8 @@ Sequences are 1-D integer arrays of token ids. Edit distances are computed after
 consecutive duplicates (`dedup`), as the semantic stage does, so they compare the order of
 units rather than their durations; histograms count every frame.
 
-Everything here is numpy (edit distances: rapidfuzz, the `eval` extra) and deterministic. Shape letters: N utterances, V vocabulary,
-C classes (speakers), F features.
+Everything here is numpy (edit distances: rapidfuzz, the `eval` extra) and deterministic.
+Shape letters: N utterances, V vocabulary, C classes (speakers), F features.
 """
 
 from __future__ import annotations

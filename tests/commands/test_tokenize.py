@@ -175,7 +175,8 @@ def test_two_processes_build_the_cache_one_process_builds(tiny_data_dir, tmp_pat
     return ["tokenize", "corpus", "--codec", os.path.join(run_dir, "codec"), "--tokenizer",
             os.path.join(run_dir, "semantic_tokenizer"), "--corpus", "synthetic_speech",
             "--data_dir", tiny_data_dir, "--config_name", "tiny",
-            "--splits", "train,test_unseen_speakers", "--chunk_size", "2", "--batch_size", "2", "--out", str(tmp_path / out)]
+            "--splits", "train,test_unseen_speakers", "--chunk_size", "2", "--batch_size", "2",
+            "--out", str(tmp_path / out)]
 
   port = free_port()
   procs = [subprocess.Popen(
