@@ -164,10 +164,8 @@ def test_two_processes_build_the_cache_one_process_builds(tiny_data_dir, tmp_pat
   """Acceptance (issue 18.1): `tokenize corpus` on two local processes (jax.distributed), each
   tokenizing every other chunk, gives the same shards and records as one process."""
   import glob
-  import subprocess
-  import sys
   import parts  # tests/support
-  from train_helpers import REPO, free_port, run_cli, subprocess_env
+  from train_helpers import run_cli, run_processes
   run_dir = str(tmp_path / "parts")
   parts.make_run_dir(run_dir)
 
@@ -178,20 +176,7 @@ def test_two_processes_build_the_cache_one_process_builds(tiny_data_dir, tmp_pat
             "--splits", "train,test_unseen_speakers", "--chunk_size", "2", "--batch_size", "2",
             "--out", str(tmp_path / out)]
 
-  port = free_port()
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "audiolm_jax", *args("multi"), "--coordinator_address",
-       f"127.0.0.1:{port}", "--num_processes", "2", "--process_id", str(i)],
-      cwd=REPO, env=subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-      text=True) for i in range(2)]
-  try:
-    outputs = [p.communicate(timeout=300) for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for p, (_, err) in zip(procs, outputs):
-    assert p.returncode == 0, err[-3000:]
+  outputs = run_processes(lambda i: args("multi"), timeout=300)
   import re
   total = int(re.search(r"; (\d+) chunk\(s\)", outputs[0][0]).group(1))
   assert total >= 4  # chunks of 2 clips; every other one on each process

@@ -70,6 +70,27 @@ def run_cli(args, devices=1, timeout=120, driver=None):
                         timeout=timeout, cwd=REPO)
 
 
+def run_processes(args_of, num_processes=2, timeout=240):
+  """Runs `python -m audiolm_jax ARGS --coordinator_address ... --process_id I` for every
+  process I (`args_of(I)` gives ARGS) on a free local port, to completion; asserts each
+  exited 0 and returns their (stdout, stderr)."""
+  port = free_port()
+  procs = [subprocess.Popen(
+      [sys.executable, "-m", "audiolm_jax", *args_of(i), "--coordinator_address",
+       f"127.0.0.1:{port}", "--num_processes", str(num_processes), "--process_id", str(i)],
+      cwd=REPO, env=subprocess_env(devices=1), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+      text=True) for i in range(num_processes)]
+  try:
+    outputs = [p.communicate(timeout=timeout) for p in procs]
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  for p, (_, err) in zip(procs, outputs):
+    assert p.returncode == 0, err[-3000:]
+  return outputs
+
+
 def free_port():
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))

@@ -2,37 +2,20 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 
 from audiolm_jax import checkpoint_files
 from audiolm_jax.train import checkpoint
 from audiolm_jax.train import metrics as metrics_lib
-from train_helpers import REPO, cli_args, free_port, run_cli, subprocess_env
+from train_helpers import cli_args, run_cli, run_processes
 
 SETTINGS = dict(total_steps=20, checkpoint_every=10, eval_every=0)
 
 
 def test_two_processes_match_one(tmp_path):
   """Acceptance: the same 20 steps on 2 processes x 1 device and on 1 process x 2 devices."""
-  port = free_port()
-  procs = [
-      subprocess.Popen(
-          [sys.executable, "-m", "audiolm_jax",
-           *cli_args(tmp_path / "multi", "--coordinator_address", f"127.0.0.1:{port}",
-                     "--num_processes", "2", "--process_id", str(i), **SETTINGS)],
-          cwd=REPO, env=subprocess_env(devices=1), stdout=subprocess.PIPE,
-          stderr=subprocess.PIPE, text=True) for i in range(2)]
-  try:
-    outputs = [p.communicate(timeout=240) for p in procs]
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
-  for p, (_, err) in zip(procs, outputs):
-    assert p.returncode == 0, err[-3000:]
+  outputs = run_processes(lambda i: cli_args(tmp_path / "multi", **SETTINGS))
   assert "process 1 of 2" in outputs[1][1]
 
   single = run_cli(cli_args(tmp_path / "single", **SETTINGS), devices=2)
