@@ -13,7 +13,11 @@ The original audio is the ceiling (PESQ 4.64, STOI 1, mel distance 0; SI-SNR unb
 `--wer` adds the corpus word error rate of pocketsphinx on sets with transcripts.
 `--diagnose` adds `pesq_true_magnitude` and `pesq_true_phase` to each row: PESQ of the decoded
 audio with the original's STFT magnitudes, or its phases, put back (`eval.quality.stft_swaps`),
-which tells whether the codec's spectra or its phase hold its PESQ down.
+which tells whether the codec's spectra or its phase hold its PESQ down. A large lift from the
+true magnitudes and none from the true phases means the spectra are wrong. It also adds an
+`unquantized` entry per set: the same metrics of the decoder run on the encoder's unquantised
+output (`Codec.reconstruct_unquantized`), the codec at an unlimited bitrate. If that is no
+better than Q levels, the encoder and decoder limit the codec, not its bitrate.
 
 Test sets default to the synthetic corpus's `test` split (sentences never read in training)
 and, when that build exists, the real LibriSpeech `test-other` excerpts (8 speakers never
@@ -119,6 +123,35 @@ def codebook_usage(codes: list[np.ndarray], codebook_size: int) -> list[dict]:
   return rows
 
 
+def _summary(per_clip: list[dict], keys) -> dict:
+  """Mean, 95% bootstrap interval and count of undefined values of each key over clips."""
+  row = {}
+  for key in keys:
+    values = np.array([m[key] for m in per_clip], np.float64)
+    finite = values[np.isfinite(values)]
+    row[key] = float(finite.mean()) if finite.size else float("nan")
+    row[f"{key}_ci"] = list(bootstrap_ci(finite))
+    row[f"{key}_undefined"] = int(values.size - finite.size)
+  return row
+
+
+def _scores(wavs, decoded, rate: int, diagnose: bool) -> list[dict]:
+  """Per clip: the quality metrics (and the diagnosis) of decoded against the original."""
+  per_clip = [quality_metrics(w, d, rate) for w, d in zip(wavs, decoded)]
+  if diagnose:
+    for m, w, d in zip(per_clip, wavs, decoded):
+      m.update(pesq_diagnosis(w, d, rate))
+  return per_clip
+
+
+def unquantized_row(codec, wavs, batch_size: int) -> dict:
+  """The quality of the encoder and decoder with no quantiser: the bitrate's ceiling."""
+  hop, rate = codec.config.hop_length, codec.sample_rate
+  decoded = run_by_length(lambda wav, mask: codec.reconstruct_unquantized(wav), wavs,
+                          batch_size, lambda s: s, unit=hop)
+  return {"n": len(wavs), **_summary(_scores(wavs, decoded, rate, True), QUALITY + DIAGNOSIS)}
+
+
 def evaluate_set(codec, wavs, texts, levels, batch_size, wer: bool,
                  examples: int = 0, example_dir: str | None = None, name: str = "",
                  diagnose: bool = False) -> dict:
@@ -137,17 +170,8 @@ def evaluate_set(codec, wavs, texts, levels, batch_size, wer: bool,
     start = time.time()
     decoded = [d[:len(w)] for d, w in zip(decode_clips(codec, [c[:, :n_q] for c in codes],
                                                        batch_size), wavs)]
-    per_clip = [quality_metrics(w, d, rate) for w, d in zip(wavs, decoded)]
-    if diagnose:
-      for m, w, d in zip(per_clip, wavs, decoded):
-        m.update(pesq_diagnosis(w, d, rate))
-    row = {"n_q": n_q, "kbps": codec.bitrate(n_q) / 1000, "n": len(wavs)}
-    for key in keys:
-      values = np.array([m[key] for m in per_clip], np.float64)
-      finite = values[np.isfinite(values)]
-      row[key] = float(finite.mean()) if finite.size else float("nan")
-      row[f"{key}_ci"] = list(bootstrap_ci(finite))
-      row[f"{key}_undefined"] = int(values.size - finite.size)
+    row = {"n_q": n_q, "kbps": codec.bitrate(n_q) / 1000, "n": len(wavs),
+           **_summary(_scores(wavs, decoded, rate, diagnose), keys)}
     if asr is not None and any(texts):
       from audiolm_jax.eval.asr import word_error_rate  # pylint: disable=g-import-not-at-top
       row["wer"] = word_error_rate(texts, [asr.transcribe(d) for d in decoded])
@@ -161,8 +185,13 @@ def evaluate_set(codec, wavs, texts, levels, batch_size, wer: bool,
     for i in range(min(examples, len(wavs))):
       write_wav(os.path.join(example_dir, f"{name}_{i}_original.wav"), wavs[i], rate)
   usage = codebook_usage(codes, codec.config.codebook_size)
-  return {"rows": rows, "codebook_usage": usage, "utterances": len(wavs),
-          "seconds": float(sum(map(len, wavs)) / rate)}
+  result = {"rows": rows, "codebook_usage": usage, "utterances": len(wavs),
+            "seconds": float(sum(map(len, wavs)) / rate)}
+  if diagnose:
+    result["unquantized"] = unquantized_row(codec, wavs, batch_size)
+    print(f"  {name} unquantized: " + ", ".join(
+        f"{k}={result['unquantized'][k]:.3f}" for k in keys), flush=True)
+  return result
 
 
 def _json_safe(x):

@@ -14,6 +14,7 @@ Entry points (pure, jitted, `config` static):
     codes = encode(config, variables, wav)            # [B, S] -> [B, T, Q] int32
     wav = decode(config, variables, codes[..., :n])   # any 1 <= n <= Q leading levels
     bitrate(config, n_q)                              # bits per second
+    wav = reconstruct_unquantized(config, variables, wav)  # no quantiser (a diagnostic)
 
     state = encoder_stream_state(config, batch_size)  # streaming: explicit carried state
     codes, state = encode_chunk(config, variables, state, chunk)  # chunk [B, m * hop]
@@ -111,6 +112,13 @@ class SoundStream(nn.Module):
     """codes [B, T, n] (the first n <= Q levels) -> wav [B, T * hop]."""
     return self.decoder(self.quantizer.decode(codes), streaming)
 
+  def autoencode(self, wav: Array) -> Array:
+    """wav [B, S] -> the decoder on the encoder's unquantised output [B, S]: the codec with
+    no bitrate limit, the ceiling its quantiser is measured against (a diagnostic)."""
+    num_samples = wav.shape[1]
+    return self.decoder(self.encoder(pad_to_frames(wav, self.config.hop_length)))[
+        :, :num_samples]
+
 
 def _model_variables(variables: Variables) -> dict[str, Any]:
   """The collections the codec reads at inference."""
@@ -138,6 +146,13 @@ def decode(config: CodecConfig, variables: Variables, codes: Array) -> Array:
   """codes [B, T, n] with any 1 <= n <= Q leading levels -> wav [B, T * hop]."""
   return SoundStream(config).apply(_model_variables(variables), codes,
                                    method=SoundStream.decode)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def reconstruct_unquantized(config: CodecConfig, variables: Variables, wav: Array) -> Array:
+  """wav [B, S] -> [B, S] decoded from the unquantised embeddings (`SoundStream.autoencode`)."""
+  return SoundStream(config).apply(_model_variables(variables), wav,
+                                   method=SoundStream.autoencode)
 
 
 def bitrate(config: CodecConfig, n_q: int | None = None) -> float:
@@ -215,6 +230,11 @@ class Codec:
   def decode(self, codes: Array) -> Array:
     """codes [B, T, n] -> wav [B, T * hop]."""
     return decode(self.config, self.variables, codes)
+
+  def reconstruct_unquantized(self, wav: Array) -> Array:
+    """wav [B, S] -> [B, S] through the encoder and decoder with no quantiser (a diagnostic:
+    what the codec could do at an unlimited bitrate)."""
+    return reconstruct_unquantized(self.config, self.variables, wav)
 
   def bitrate(self, n_q: int | None = None) -> float:
     """Bits per second with the first `n_q` levels."""

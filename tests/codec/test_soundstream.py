@@ -78,6 +78,34 @@ def test_encode_decode_shapes_and_bitrate(tiny_config, tiny_variables):
   assert codec.bitrate() == 50 * 4 * 5 and codec.bitrate(1) == 250.0
 
 
+def test_unquantized_reconstruction_is_the_decoder_on_the_latents(tiny_config, tiny_variables):
+  """Codebooks holding a clip's own latents (level 1) and zeros (the rest) quantise it without
+  error, so decoding its codes must give exactly the unquantised reconstruction."""
+  cfg = tiny_config
+  wav = _wav(1, 3000)                              # not whole frames: padded, then trimmed
+  latents = ss.SoundStream(cfg).apply(
+      ss._model_variables(tiny_variables), ss.pad_to_frames(wav, cfg.hop_length),
+      method=lambda m, x: m.encoder(x))[0]                                      # [T, D]
+  assert latents.shape[0] <= cfg.codebook_size
+  codebook = np.zeros((cfg.num_quantizers, cfg.codebook_size, cfg.dim), np.float32)
+  codebook[0, :latents.shape[0]] = np.asarray(latents)
+  stats = dict(tiny_variables["vq_stats"])
+  stats["quantizer"] = {**stats["quantizer"], "codebook": jnp.asarray(codebook)}
+  variables = {**tiny_variables, "vq_stats": stats}
+  codec = ss.Codec(cfg, variables)
+  unquantized = codec.reconstruct_unquantized(wav)
+  assert unquantized.shape == wav.shape
+  codes = codec.encode(wav)
+  np.testing.assert_array_equal(codes[0, :, 0], np.arange(latents.shape[0]))
+  decoded = codec.decode(codes)[:, :wav.shape[1]]
+  np.testing.assert_allclose(np.asarray(decoded), np.asarray(unquantized), atol=1e-5)
+  # With the codebooks it was initialised with, quantisation changes the output.
+  assert not np.allclose(np.asarray(ss.Codec(cfg, tiny_variables).reconstruct_unquantized(wav)),
+                         np.asarray(ss.decode(cfg, tiny_variables,
+                                              ss.encode(cfg, tiny_variables, wav))[:, :3000]),
+                         atol=1e-3)
+
+
 def test_streaming_equals_whole_clip(tiny_config, tiny_variables):
   cfg = tiny_config
   wav = _wav(2, 3200, seed=1)

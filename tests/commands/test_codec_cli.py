@@ -190,6 +190,9 @@ def test_codec_bitrate_experiment(bitrate_experiment, codec_dir, tiny_data_dir, 
       assert lo <= row["pesq"] <= hi
       for key in ("pesq_true_magnitude", "pesq_true_phase"):  # --diagnose
         assert -0.5 <= row[key] <= 4.7
+    unquantized = result["unquantized"]                    # --diagnose: no quantiser
+    assert unquantized["n"] == 2 and -0.5 <= unquantized["pesq"] <= 4.7
+    assert unquantized["mel_distance"] >= 0.0 and math.isfinite(unquantized["si_snr"])
     usage = result["codebook_usage"]
     assert [u["level"] for u in usage] == [1, 2, 3, 4]
     assert all(0.0 <= u["dead_fraction"] < 1.0 and 1.0 <= u["perplexity"] <= 32 for u in usage)
