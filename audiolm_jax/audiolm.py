@@ -31,6 +31,13 @@ prompt's fine codes. With no prompt the generation is unconditional. `acoustic_o
 paper's ablation: no semantic stage, the coarse LM (trained with `stage.acoustic_only`)
 continues the prompt's coarse codes.
 
+SoundStorm in place of stages 2 + 3 (`acoustic="soundstorm"`, `lm/soundstorm.py`): one model
+makes every acoustic level from the semantic timeline, level by level in parallel, keeping the
+prompt's codes; it draws with the `coarse` settings' temperature (top-k / top-p do not apply).
+Its `Generation.coarse` then holds every level it made and `fine` is empty.
+
+    lm = AudioLM.from_run_dir("runs/demo", acoustic="soundstorm")   # runs/demo/soundstorm
+
 A run directory holds one subdirectory per trained part (names in `PARTS`). Inference imports
 no optimizer, data pipeline or trainer.
 """
@@ -50,6 +57,7 @@ from audiolm_jax.data.audio import resample
 from audiolm_jax.errors import ConfigError, DataError
 from audiolm_jax.frames import SAMPLES_PER_FRAME, num_frames
 from audiolm_jax.lm import generate as gen
+from audiolm_jax.lm import soundstorm_sampling
 from audiolm_jax.lm.stages import remove_consecutive_duplicates
 
 log = logging.getLogger(__name__)
@@ -57,6 +65,8 @@ log = logging.getLogger(__name__)
 # Subdirectories of a run directory.
 PARTS = {"codec": "codec", "w2v_bert": "w2v_bert", "semantic_tokenizer": "semantic_tokenizer",
          "semantic_lm": "semantic_lm", "coarse_lm": "coarse_lm", "fine_lm": "fine_lm"}
+SOUNDSTORM_PART = "soundstorm"  # The SoundStorm's subdirectory (used with acoustic="soundstorm").
+ACOUSTIC = ("stages", "soundstorm")  # What makes the acoustic tokens: stages 2 + 3 or SoundStorm.
 
 
 STAGES = ("semantic", "coarse", "fine")
@@ -103,8 +113,8 @@ class Generation:
   audio: np.ndarray                    # [B, S] float32
   semantic: np.ndarray | None          # [B, T]
   semantic_tokens: np.ndarray | None   # [B, n]
-  coarse: np.ndarray                   # [B, r T, Q']
-  fine: np.ndarray                     # [B, r T, Q - Q']
+  coarse: np.ndarray                   # [B, r T, Q'] (SoundStorm: [B, r T, Q], every level)
+  fine: np.ndarray                     # [B, r T, Q - Q'] (SoundStorm: [B, r T, 0])
   prompt_samples: int                  # samples of the prompt (0 when unconditional)
   prompt_frames: int                   # its semantic frames (the prompt's codes cover them)
   continuation_start: int              # first generated sample: prompt_frames * spf
@@ -128,31 +138,44 @@ def frames_per_token(semantic_lm: pretrained.TrainedStage,
 
 
 class AudioLM:
-  """The three-stage hierarchy with its tokenizers (see the module docstring)."""
+  """The three-stage hierarchy with its tokenizers (see the module docstring); with a
+  `soundstorm`, stage 1 + SoundStorm (`coarse_lm` and `fine_lm` may then be None)."""
 
   def __init__(self, codec, semantic_tokenizer, semantic_lm: pretrained.TrainedStage | None,
-               coarse_lm: pretrained.TrainedStage, fine_lm: pretrained.TrainedStage):
+               coarse_lm: pretrained.TrainedStage | None,
+               fine_lm: pretrained.TrainedStage | None,
+               soundstorm: pretrained.TrainedSoundStorm | None = None):
     self.codec = codec
     self.semantic_tokenizer = semantic_tokenizer
     self.semantic_lm = semantic_lm
     self.coarse_lm = coarse_lm
     self.fine_lm = fine_lm
-    self.acoustic_only = bool(coarse_lm.stage.acoustic_only)
+    self.soundstorm = soundstorm
+    self.acoustic = "stages" if soundstorm is None else "soundstorm"
+    if soundstorm is None and (coarse_lm is None or fine_lm is None):
+      raise ConfigError("a coarse and a fine LM are needed unless a SoundStorm makes the "
+                        "acoustic tokens")
+    self.acoustic_only = soundstorm is None and bool(coarse_lm.stage.acoustic_only)
     if not self.acoustic_only and (semantic_lm is None or semantic_tokenizer is None):
       raise ConfigError("a semantic LM and tokenizer are needed unless the coarse LM was "
                         "trained with stage.acoustic_only")
-    q_coarse = coarse_lm.stage.num_coarse
-    if codec.num_quantizers < q_coarse:
-      raise ConfigError(f"the codec has {codec.num_quantizers} levels, the coarse stage "
-                        f"models {q_coarse}")
+    levels = self.num_levels if soundstorm is not None else coarse_lm.stage.num_coarse
+    if codec.num_quantizers < levels:
+      raise ConfigError(f"the codec has {codec.num_quantizers} levels, the "
+                        f"{'SoundStorm' if soundstorm else 'coarse stage'} models {levels}")
     self.samples_per_frame = (semantic_tokenizer.samples_per_frame
                               if semantic_tokenizer is not None else SAMPLES_PER_FRAME)
     self.frame_ratio = tokenize.ratio_of(codec, self.samples_per_frame)
-    if (not self.acoustic_only
-        and coarse_lm.stage.frames_per_semantic_frame != self.frame_ratio):
+    trained_ratio = (soundstorm.layout.frame_ratio if soundstorm is not None
+                     else coarse_lm.stage.frames_per_semantic_frame)
+    if not self.acoustic_only and trained_ratio != self.frame_ratio:
       raise ConfigError(
-          f"the coarse stage was trained with {coarse_lm.stage.frames_per_semantic_frame} "
-          f"codec frames per semantic frame; this codec and tokenizer give {self.frame_ratio}")
+          f"the {self.acoustic} model was trained with {trained_ratio} codec frames per "
+          f"semantic frame; this codec and tokenizer give {self.frame_ratio}")
+    if soundstorm is not None and (soundstorm.layout.acoustic_codebook_size
+                                   != codec.config.codebook_size):
+      raise ConfigError(f"the SoundStorm models {soundstorm.layout.acoustic_codebook_size} "
+                        f"codes per level, the codec has {codec.config.codebook_size}")
 
   @classmethod
   def from_parts(cls, *, codec: str, coarse_lm: str, fine_lm: str, semantic_lm: str | None = None,
@@ -172,10 +195,22 @@ class AudioLM:
                pretrained.load_stage(fine_lm, "fine_lm"))
 
   @classmethod
-  def from_run_dir(cls, run_dir: str, parts: dict[str, str] | None = None) -> AudioLM:
-    """Loads every part from `run_dir/<part>` (or the paths given in `parts`)."""
+  def from_run_dir(cls, run_dir: str, parts: dict[str, str] | None = None,
+                   acoustic: str = "stages") -> AudioLM:
+    """Loads every part from `run_dir/<part>` (or the paths given in `parts`). `acoustic`:
+    "stages" (coarse + fine LMs) or "soundstorm" (`run_dir/soundstorm`, or
+    `parts["soundstorm"]`, in their place)."""
+    if acoustic not in ACOUSTIC:
+      raise ConfigError(f"acoustic must be one of {', '.join(ACOUSTIC)}, got {acoustic!r}")
     paths = {k: os.path.join(run_dir, v) for k, v in PARTS.items()}
+    paths[SOUNDSTORM_PART] = os.path.join(run_dir, SOUNDSTORM_PART)
     paths.update(parts or {})
+    if acoustic == "soundstorm":
+      return cls(pretrained.load_codec(paths["codec"]),
+                 pretrained.load_semantic_tokenizer(paths["semantic_tokenizer"],
+                                                    paths["w2v_bert"]),
+                 pretrained.load_stage(paths["semantic_lm"], "semantic_lm"), None, None,
+                 soundstorm=pretrained.load_soundstorm(paths[SOUNDSTORM_PART]))
     coarse = pretrained.load_stage(paths["coarse_lm"], "coarse_lm")
     semantic_lm = tokenizer = None
     if not coarse.stage.acoustic_only:
@@ -191,7 +226,9 @@ class AudioLM:
 
   @property
   def num_levels(self) -> int:
-    """Levels the fine stage models in all (coarse + fine): at most the codec's."""
+    """Levels the fine stage (or the SoundStorm) models in all: at most the codec's."""
+    if self.soundstorm is not None:
+      return int(self.soundstorm.layout.num_quantizers)
     return int(self.fine_lm.stage.num_quantizers)
 
   def tokenize(self, wav: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
@@ -217,7 +254,6 @@ class AudioLM:
     draw = _stage_kwargs(sampling)
     spf, r = self.samples_per_frame, self.frame_ratio
     total_t = num_frames(int(round(seconds * self.sample_rate)), spf)
-    q_coarse = self.coarse_lm.stage.num_coarse
     rng_s, rng_c, rng_f = jax.random.split(rng, 3)
 
     prompt_semantic = prompt_codes = None
@@ -245,7 +281,12 @@ class AudioLM:
           self.semantic_lm, known, gen.tokens_for_frames(total_t - prompt_t, per_token), rng_s,
           frames_per_token=per_token, **draw["semantic"])
       semantic = gen.semantic_timeline(known, tokens, per_token, total_t)
+    if self.soundstorm is not None:
+      say("SoundStorm: every acoustic level")
+      return self._soundstorm(semantic, tokens, prompt_codes, r * total_t, rng_c, sampling,
+                              prompt_samples, prompt_t, say)
     say("stage 2: coarse acoustic tokens")
+    q_coarse = self.coarse_lm.stage.num_coarse
     coarse = gen.generate_coarse(
         self.coarse_lm, semantic,
         np.zeros((batch_size, 0, q_coarse), np.int32) if prompt_codes is None
@@ -277,8 +318,12 @@ class AudioLM:
     if semantic.ndim != 2 or semantic.shape[1] == 0:
       raise DataError(f"semantic ids must be [batch, frames], got {semantic.shape}")
     batch, frames = semantic.shape
-    q_coarse = self.coarse_lm.stage.num_coarse
     rng_c, rng_f = jax.random.split(rng)
+    if self.soundstorm is not None:
+      say("SoundStorm: every acoustic level")
+      return self._soundstorm(semantic, None, None, self.frame_ratio * frames, rng_c, sampling,
+                              0, 0, say)
+    q_coarse = self.coarse_lm.stage.num_coarse
     say("stage 2: coarse acoustic tokens")
     coarse = gen.generate_coarse(self.coarse_lm, semantic,
                                  np.zeros((batch, 0, q_coarse), np.int32),
@@ -290,6 +335,27 @@ class AudioLM:
     return Generation(audio=audio, semantic=semantic, semantic_tokens=None, coarse=coarse,
                       fine=codes[..., q_coarse:], prompt_samples=0, prompt_frames=0,
                       continuation_start=0, sample_rate=self.sample_rate)
+
+  def _soundstorm(self, semantic, semantic_tokens, prompt_codes, num_frames: int, rng,
+                  sampling: dict[str, Sampling] | None, prompt_samples: int, prompt_t: int,
+                  say: Callable[[str], None]) -> Generation:
+    """Every acoustic level of `num_frames` frames with the SoundStorm, then the audio."""
+    draw = _stage_kwargs(sampling)
+    for stage in ("coarse", "fine"):
+      if draw[stage]["top_k"] or draw[stage]["top_p"] < 1.0:
+        raise ConfigError(f"{stage}: top_k / top_p do not apply to SoundStorm (MaskGIT "
+                          "decoding); give a temperature only")
+    storm, q = self.soundstorm, self.num_levels
+    prompt = (np.zeros((len(semantic), 0, q), np.int32) if prompt_codes is None
+              else prompt_codes[..., :q])
+    codes = soundstorm_sampling.generate(storm.model, storm.params, semantic, prompt, num_frames,
+                                         rng, storm.schedule(draw["coarse"]["temperature"]))
+    say("decoding audio")
+    audio = np.asarray(self.codec.decode(codes), np.float32)                    # [B, S]
+    return Generation(audio=audio, semantic=semantic, semantic_tokens=semantic_tokens,
+                      coarse=codes, fine=codes[..., q:], prompt_samples=prompt_samples,
+                      prompt_frames=prompt_t, continuation_start=prompt_t * self.samples_per_frame,
+                      sample_rate=self.sample_rate)
 
   # ------------------------------------------------------------------------ the short API
 
@@ -340,7 +406,8 @@ class AudioLM:
       raise ConfigError(f"seconds must be a positive number, got {seconds!r}")
     sampling = sampling_per_stage(temperature, top_k, top_p)
     from audiolm_jax.progress import StageProgress  # pylint: disable=g-import-not-at-top
-    stages = StageProgress(total=(wav is not None) + (not self.acoustic_only) + 3,
+    acoustic = 1 if self.soundstorm is not None else 2  # SoundStorm, or stages 2 + 3
+    stages = StageProgress(total=(wav is not None) + (not self.acoustic_only) + acoustic + 1,
                            desc="generate", enabled=bool(progress))
     try:
       return self.generate(wav, seconds=float(seconds), rng=jax.random.key(int(seed)),

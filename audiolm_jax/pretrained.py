@@ -5,6 +5,7 @@ config saved with its weights.
     w2v = load_w2v_bert("runs/w2v_bert")                # TrainedW2VBert (feature extractor)
     tokenizer = load_semantic_tokenizer("runs/semantic_tokenizer")   # finds its w2v-BERT
     stage = load_stage("runs/coarse_lm")                # TrainedStage: layout, model, params
+    storm = load_soundstorm("runs/soundstorm")          # TrainedSoundStorm: model, params
 
 Every loader follows one skeleton (`_open` then `_read`): find the checkpoint (a workdir, its
 `checkpoints/` or a step directory), read the config saved with it, check that it is a
@@ -36,6 +37,9 @@ from audiolm_jax import checkpoint_files as files
 from audiolm_jax.codec.config import CodecConfig
 from audiolm_jax.codec.soundstream import Codec, SoundStream
 from audiolm_jax.errors import CheckpointError, ConfigError
+from audiolm_jax.lm.soundstorm import SoundStorm, SoundStormLayout
+from audiolm_jax.lm.soundstorm import model_config as soundstorm_config
+from audiolm_jax.lm.soundstorm_sampling import Schedule, schedule_from_config
 from audiolm_jax.lm.stages import CoarseStage, FineStage, SemanticStage, Stage
 from audiolm_jax.lm.transformer import CachedLogits, Transformer, TransformerConfig
 from audiolm_jax.quantization.rvq import VQ_STATS
@@ -322,4 +326,58 @@ def load_stage(path: str, task: str | None = None, dtype: str = "float32") -> Tr
   expected = skeleton(trained.model.init, jnp.zeros((1, 1), jnp.int32))
   variables, field = _read(ckpt, {"params": expected["params"]})
   log.info("%s: %s of step %d from %s", ckpt.config["task"], field, ckpt.step, ckpt.step_dir)
+  return dataclasses.replace(trained, params=variables["params"])
+
+
+# --------------------------------------------------------------------------- SoundStorm
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedSoundStorm:
+  """A trained SoundStorm (`lm/soundstorm.py`): its run config, model and parameters.
+
+  Attributes:
+    config: the run's resolved config (`task`, `stage`, `model`, `sampling`, ...).
+    model: the SoundStorm module, in float32 computation unless the caller asked otherwise.
+    params: the parameters (numpy, or device arrays).
+    step_dir: where they were read ("" when built in memory).
+  """
+  config: ml_collections.ConfigDict
+  model: SoundStorm
+  params: Any
+  step_dir: str = ""
+
+  @property
+  def layout(self) -> SoundStormLayout:
+    return self.model.config.layout
+
+  def schedule(self, temperature: float | None = None) -> Schedule:
+    """The sampling plan of the run's `sampling` keys (`temperature` overrides its own)."""
+    return schedule_from_config(self.config, self.layout.num_quantizers, temperature)
+
+  @classmethod
+  def from_config(cls, config: Mapping[str, Any], params: Any, step_dir: str = "",
+                  dtype: str | None = None) -> TrainedSoundStorm:
+    """A SoundStorm from a run config and its parameters (e.g. a `TrainState.params`)."""
+    config = ml_collections.ConfigDict(dict(config))
+    if dtype is not None:
+      config.compute_dtype = dtype
+    return cls(config, SoundStorm(soundstorm_config(config)), params, step_dir)
+
+
+def load_soundstorm(path: str, dtype: str = "float32") -> TrainedSoundStorm:
+  """A trained SoundStorm (its EMA if kept), numpy on the host.
+
+  Args:
+    path: a `soundstorm` run's workdir, its `checkpoints/` directory or one step directory.
+    dtype: the conformer's computation dtype.
+  """
+  ckpt = _open(path, ("soundstorm",), "a soundstorm")
+  trained = _model_config(ckpt, lambda: TrainedSoundStorm.from_config(ckpt.config, None,
+                                                                      ckpt.step_dir, dtype))
+  layout = trained.layout
+  expected = skeleton(trained.model.init, jnp.zeros((1, 1), jnp.int32),
+                      jnp.zeros((1, layout.frame_ratio, layout.num_quantizers), jnp.int32))
+  variables, field = _read(ckpt, {"params": expected["params"]})
+  log.info("soundstorm: %s of step %d from %s", field, ckpt.step, ckpt.step_dir)
   return dataclasses.replace(trained, params=variables["params"])

@@ -7,7 +7,9 @@
         W/semantic_tokenizer, W/semantic_lm, W/coarse_lm, W/fine_lm; flags name parts kept
         elsewhere). Writes the audio and OUT.npz with every token stream. The sampling flags
         take one value for every stage or per stage: --temperature semantic=0.6,coarse=0.8
-        (a stage left out keeps its default).
+        (a stage left out keeps its default). --acoustic soundstorm makes every acoustic level
+        with the SoundStorm of W/soundstorm (or --soundstorm DIR) in place of stages 2 + 3;
+        it draws with the coarse temperature.
     audiolm-jax generate decode --codec RUN codes.npz out.wav [--n_q N] [--index I]
         SoundStream decoding of a codes file (`audiolm-jax tokenize acoustic`); with several
         clips in the file, clip i goes to out-i.wav unless --index picks one.
@@ -43,7 +45,11 @@ def register(subparsers) -> None:
                       help="keep the K most likely ids (0 = off); or STAGE=K,...")
   parser.add_argument("--top_p", metavar="P", default="1",
                       help="nucleus sampling mass in (0, 1] (1 = off); or STAGE=P,...")
-  for part in ("codec", "w2v_bert", "semantic_tokenizer", "semantic_lm", "coarse_lm", "fine_lm"):
+  parser.add_argument("--acoustic", choices=("stages", "soundstorm"), default="stages",
+                      help="what makes the acoustic tokens: the coarse + fine stages (default) "
+                      "or a SoundStorm")
+  for part in ("codec", "w2v_bert", "semantic_tokenizer", "semantic_lm", "coarse_lm", "fine_lm",
+               "soundstorm"):
     parser.add_argument(f"--{part}", metavar="DIR", help=f"the {part} (default: W/{part})")
   parser.set_defaults(func=_continue)
   sub = parser.add_subparsers(dest="generate_command", metavar="SUBCOMMAND")
@@ -54,7 +60,7 @@ def register(subparsers) -> None:
 def _continue(args) -> int:
   import jax
   import numpy as np
-  from audiolm_jax.audiolm import PARTS, AudioLM, sampling_per_stage
+  from audiolm_jax.audiolm import PARTS, SOUNDSTORM_PART, AudioLM, sampling_per_stage
   from audiolm_jax.data.audio import load_audio, write_wav
   from audiolm_jax.errors import ConfigError
   from audiolm_jax.commands import checks
@@ -68,16 +74,19 @@ def _continue(args) -> int:
   sampling = sampling_per_stage(
       temperature=_per_stage(args.temperature, float, "--temperature"),
       top_k=_per_stage(args.top_k, int, "--top_k"), top_p=_per_stage(args.top_p, float, "--top_p"))
-  parts = {p: getattr(args, p) for p in PARTS if getattr(args, p)}
-  if not args.run and len(parts) < len(PARTS):
+  parts = {p: getattr(args, p) for p in (*PARTS, SOUNDSTORM_PART) if getattr(args, p)}
+  needed = set(PARTS)
+  if args.acoustic == "soundstorm":
+    needed = needed - {"coarse_lm", "fine_lm"} | {SOUNDSTORM_PART}
+  if not args.run and not needed <= set(parts):
     raise ConfigError("generate: give --run W (a run directory) or every part's flag")
-  lm = AudioLM.from_run_dir(args.run or ".", parts)
+  lm = AudioLM.from_run_dir(args.run or ".", parts, acoustic=args.acoustic)
   prompt = None if args.prompt is None else load_audio(args.prompt, lm.sample_rate)
   if prompt is not None and len(prompt) >= args.seconds * lm.sample_rate:
     raise ConfigError(f"--seconds {args.seconds:g}: not longer than the "
                       f"{len(prompt) / lm.sample_rate:.2f} s prompt (the length is the "
                       "result's, prompt included)")
-  stages = StageProgress(total=5, desc="generate")
+  stages = StageProgress(total=5 if args.acoustic == "stages" else 4, desc="generate")
   out = lm.generate(prompt, seconds=args.seconds, rng=jax.random.key(args.seed),
                     batch_size=args.num_samples, progress=stages.advance, sampling=sampling)
   stages.close()

@@ -3,6 +3,7 @@
   codec.py     `codec`: SoundStream with its discriminators
   w2v_bert.py  `w2v_bert`: w2v-BERT pre-training (and fitting the semantic tokenizer)
   stages.py    `semantic_lm`, `coarse_lm`, `fine_lm`: the three stage LMs on a token cache
+  soundstorm.py  `soundstorm`: parallel acoustic generation (in place of coarse + fine)
 
 Importing this package registers them all with the trainer (`train.task.register`); the
 trainer itself keeps no list of models. A fork adds a task by writing a module with an
@@ -11,4 +12,5 @@ trainer itself keeps no list of models. A fork adds a task by writing a module w
 `"package.module:ClassName"`). A config value alone never imports code.
 """
 
-from audiolm_jax.tasks import codec, stages, w2v_bert  # noqa: F401  (registers the tasks)
+# Importing registers the tasks.
+from audiolm_jax.tasks import codec, soundstorm, stages, w2v_bert  # noqa: F401
