@@ -27,6 +27,7 @@ Shape letters: B batch, S semantic frames, T acoustic frames, Q levels.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Mapping
 
@@ -41,7 +42,7 @@ from audiolm_jax.data.tokens import has_token_cache, read_cache_info, token_sour
 from audiolm_jax.errors import AudioLMError, ConfigError, DataError
 from audiolm_jax.lm.soundstorm import (SoundStorm, SoundStormLayout, masked_level_loss,
                                        model_config, soundstorm_flops, training_mask)
-from audiolm_jax.tasks.stages import sizes_from_cache
+from audiolm_jax.tasks.stages import TokenRows, sizes_from_cache
 from audiolm_jax.train.task import LossOutput, Task, register
 
 log = logging.getLogger(__name__)
@@ -75,22 +76,6 @@ def invalid_row(layout: SoundStormLayout) -> dict[str, np.ndarray]:
   return {"semantic": np.zeros(layout.max_semantic_frames, np.int32),
           "acoustic": np.zeros((layout.max_frames, layout.num_quantizers), np.int32),
           "frames": np.zeros(layout.max_frames, np.float32), "valid": np.float32(0.0)}
-
-
-class SoundStormExample(grain.transforms.RandomMap):
-  """`(index, record) -> row`; an unreadable or unfitting record becomes an invalid row."""
-
-  def __init__(self, layout: SoundStormLayout, name: str):
-    self.layout, self.name = layout, name
-
-  def random_map(self, element, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    index, record = element
-    if record is not None:
-      try:
-        return make_row(self.layout, record, rng)
-      except AudioLMError as e:
-        log.warning("%s: record %d skipped: %s", self.name, index, e)
-    return invalid_row(self.layout)
 
 
 @register("soundstorm")
@@ -139,7 +124,9 @@ class SoundStormTask(Task):
     ds = grain.MapDataset.source(SafeSource(source, f"{tokens_dir}/{split}"))
     if split == data.split:
       ds = ds.shuffle(seed=self.config.seed).repeat(None)
-    ds = ds.random_map(SoundStormExample(self.layout, f"{tokens_dir}/{split}"),
+    ds = ds.random_map(TokenRows(functools.partial(make_row, self.layout),
+                                 functools.partial(invalid_row, self.layout),
+                                 f"{tokens_dir}/{split}"),
                        seed=self.config.seed)
     rows = self.rows_per_process(process_count)
     ds = process_rows(ds, rows=rows, process_index=process_index, process_count=process_count,

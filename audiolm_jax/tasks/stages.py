@@ -41,8 +41,9 @@ Shape letters: B batch, N tokens of a stage's sequence, V vocabulary.
 
 from __future__ import annotations
 
+import functools
 import logging
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import grain
 import jax
@@ -132,24 +133,26 @@ def invalid_example(stage: Stage) -> dict[str, np.ndarray]:
           "weights": np.zeros(stage.sequence_length, np.float32), "valid": np.float32(0.0)}
 
 
-class StageExample(grain.transforms.RandomMap):
-  """`(record index, token-cache record) -> training row`: a random crop in the stage's layout.
+class TokenRows(grain.transforms.RandomMap):
+  """`(record index, token-cache record) -> training row`: `make_row(record, rng)`.
 
-  A record that could not be read (None), or whose tokens do not fit the layout, becomes an
-  invalid row and a warning; the run goes on.
+  A record that could not be read (None), or whose tokens do not fit (`make_row` raises an
+  `AudioLMError`), becomes `invalid_row()` and a warning; the run goes on. Every task that
+  trains on a token cache (the stages, SoundStorm) maps its records through this.
   """
 
-  def __init__(self, stage: Stage, name: str):
-    self.stage, self.name = stage, name
+  def __init__(self, make_row: Callable[[Mapping[str, Any], np.random.Generator], dict],
+               invalid_row: Callable[[], dict], name: str):
+    self.make_row, self.invalid_row, self.name = make_row, invalid_row, name
 
   def random_map(self, element, rng: np.random.Generator) -> dict[str, np.ndarray]:
     index, record = element
     if record is not None:
       try:
-        return make_row(self.stage, record, rng)
+        return self.make_row(record, rng)
       except AudioLMError as e:
         log.warning("%s: record %d skipped: %s", self.name, index, e)
-    return invalid_example(self.stage)
+    return self.invalid_row()
 
 
 def make_row(stage: Stage, record: Mapping[str, Any],
@@ -177,7 +180,9 @@ def token_dataset(stage: Stage, tokens_dir: str, split: str, *, seed: int,
   ds = grain.MapDataset.source(SafeSource(source, f"{tokens_dir}/{split}"))
   if train:
     ds = ds.shuffle(seed=seed).repeat(None)
-  return ds.random_map(StageExample(stage, f"{tokens_dir}/{split}"), seed=seed)
+  rows = TokenRows(functools.partial(make_row, stage), functools.partial(invalid_example, stage),
+                   f"{tokens_dir}/{split}")
+  return ds.random_map(rows, seed=seed)
 
 
 def _check_cache_fits(stage: Stage, source, where: str) -> None:
