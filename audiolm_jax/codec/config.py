@@ -13,6 +13,7 @@ from audiolm_jax.errors import ConfigError
 from audiolm_jax.quantization.rvq import RVQConfig
 
 ACTIVATIONS = ("elu", "snake")
+DECODERS = ("seanet", "vocos")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,6 +41,11 @@ class CodecConfig:
     quantizer_dropout: train with a random number of levels per example (bitrate scalable).
     quantizer_dropout_rate: share of the examples that drop levels (the rest use all Q).
     activation: the SEANet non-linearity, "elu" (SoundStream) or "snake" (DAC).
+    decoder: "seanet" (SoundStream's mirror of the encoder; causal, streams) or "vocos"
+      (ConvNeXt at the frame rate and an inverse STFT, `codec/vocos.py`; looks ahead).
+    vocos_width: H, channels of the vocos decoder's ConvNeXt blocks.
+    vocos_layers: L, ConvNeXt blocks of the vocos decoder.
+    vocos_overlap: the vocos decoder's STFT window in hops (n_fft = overlap * hop).
     weight_norm: weight-normalise every convolution (SoundStream, EnCodec, DAC).
     dtype: computation dtype of the convolutions ("float32" or "bfloat16"); the quantiser
       always works in float32.
@@ -63,6 +69,10 @@ class CodecConfig:
   quantizer_dropout: bool = True
   quantizer_dropout_rate: float = 1.0
   activation: str = "elu"
+  decoder: str = "seanet"
+  vocos_width: int = 256
+  vocos_layers: int = 8
+  vocos_overlap: int = 4
   weight_norm: bool = False
   dtype: str = "float32"
 
@@ -92,6 +102,13 @@ class CodecConfig:
                         f"{self.quantizer_dropout_rate}")
     if self.activation not in ACTIVATIONS:
       raise ConfigError(f"codec: activation must be elu or snake, got {self.activation!r}")
+    if self.decoder not in DECODERS:
+      raise ConfigError(f"codec: decoder must be one of {DECODERS}, got {self.decoder!r}")
+    if min(self.vocos_width, self.vocos_layers, self.vocos_overlap) < 1:
+      raise ConfigError("codec: vocos_width, vocos_layers and vocos_overlap must be positive")
+    if (self.vocos_overlap - 1) * self.hop_length % 2:
+      raise ConfigError("codec: (vocos_overlap - 1) * hop must be even, so that the vocos "
+                        "decoder's windows centre on their hops")
     if self.dtype not in ("float32", "bfloat16"):
       raise ConfigError(f"codec: dtype must be float32 or bfloat16, got {self.dtype!r}")
 

@@ -37,6 +37,8 @@ import jax.numpy as jnp
 
 from audiolm_jax.codec.config import CodecConfig
 from audiolm_jax.codec.seanet import SEANetDecoder, SEANetEncoder
+from audiolm_jax.codec.vocos import VocosDecoder
+from audiolm_jax.errors import ConfigError
 from audiolm_jax.layers.conv import STREAM
 from audiolm_jax.quantization.rvq import VQ_STATS, QuantizedResult, ResidualVectorQuantizer
 
@@ -82,7 +84,8 @@ class SoundStream(nn.Module):
   def setup(self):
     self.encoder = SEANetEncoder(self.config)
     self.quantizer = ResidualVectorQuantizer(self.config.rvq)
-    self.decoder = SEANetDecoder(self.config)
+    decoder = VocosDecoder if self.config.decoder == "vocos" else SEANetDecoder
+    self.decoder = decoder(self.config)
 
   def __call__(self, wav: Array, train: bool = False,
                mask: Array | None = None) -> CodecOutput:
@@ -176,6 +179,9 @@ def encoder_stream_state(config: CodecConfig, batch_size: int) -> dict[str, Any]
 
 def decoder_stream_state(config: CodecConfig, batch_size: int) -> dict[str, Any]:
   """The decoder's streaming state at the start of a signal (all buffers zero)."""
+  if config.decoder != "seanet":
+    raise ConfigError(f"codec: the {config.decoder} decoder looks ahead and does not "
+                      "stream; streaming decoding needs decoder='seanet'")
   codes = jnp.zeros((batch_size, 1, config.num_quantizers), jnp.int32)
   return _zero_stream_state(config, SoundStream.decode, codes)
 

@@ -59,6 +59,11 @@ def get_config(arg=None):
       quantizer_dropout=True,       # random n_q in [1, Q] per example (bitrate scalable)
       quantizer_dropout_rate=1.0,   # share of examples that drop levels (DAC: 0.5)
       activation="elu",             # SEANet non-linearity: elu (SoundStream) or snake (DAC)
+      decoder="seanet",             # seanet (SoundStream, causal, streams) or vocos
+                                    # (ConvNeXt at the frame rate + inverse STFT, looks ahead)
+      vocos_width=256,              # vocos: ConvNeXt channels (Vocos: 512)
+      vocos_layers=8,               # vocos: ConvNeXt blocks (Vocos: 8)
+      vocos_overlap=4,              # vocos: STFT window in hops (n_fft = 4 x 320 = 1280)
       weight_norm=False,            # weight-normalised convolutions (SoundStream, DAC)
       dtype="float32",              # conv compute dtype ("bfloat16" on accelerators)
   )
