@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "audiolm_jax.commands.inspect",
     "audiolm_jax.commands.tokenize",
     "audiolm_jax.commands.generate",
+    "audiolm_jax.commands.detect",
 )
 
 
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser = _Parser(
       prog="audiolm-jax",
       description="AudioLM in JAX: build corpora, train the codec, the semantic tokenizer and "
-      "the three stage Transformers, and generate audio.",
+      "the three stage Transformers, generate audio, and detect generated speech.",
       epilog="Add --debug anywhere for full tracebacks. Config values are overridden with "
       "--config.key=value after --config FILE.py:VARIANT.")
   parser.add_argument("--version", action="version", version=f"audiolm-jax {__version__}")
