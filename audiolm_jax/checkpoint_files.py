@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from audiolm_jax import paths
 from audiolm_jax.errors import CheckpointError
 
 STATE, DATA, CONFIG = "state", "data", "config"
@@ -40,17 +41,18 @@ def one_line(e: BaseException, limit: int = 200) -> str:
   return f"{type(e).__name__}: {text}"
 
 
-def find_step_dir(path: str) -> str:
-  """A step directory from a workdir, its `checkpoints/` directory or a step directory."""
-  path = os.path.abspath(path)
-  if os.path.isdir(os.path.join(path, STATE)):
-    return path
-  for candidate in (os.path.join(path, "checkpoints"), path):
-    if os.path.isdir(candidate):
-      steps = [int(n) for n in os.listdir(candidate)
-               if n.isdigit() and os.path.isdir(os.path.join(candidate, n, STATE))]
+def find_step_dir(path: str | os.PathLike) -> str:
+  """A step directory from a workdir, its `checkpoints/` directory or a step directory (local
+  paths made absolute, URIs as written)."""
+  path = paths.resolve(path)
+  if (path / STATE).is_dir():
+    return os.fspath(path)
+  for candidate in (path / "checkpoints", path):
+    if candidate.is_dir():
+      steps = [int(p.name) for p in candidate.iterdir()
+               if p.name.isdigit() and (p / STATE).is_dir()]
       if steps:
-        return os.path.join(candidate, str(max(steps)))
+        return os.fspath(candidate / str(max(steps)))
   raise CheckpointError(f"{path}: no checkpoint found (expected a workdir, its checkpoints/ "
                         "directory or a checkpoint step directory)")
 
@@ -77,12 +79,11 @@ def check_tree(step_dir: str, saved: PyTree, wanted: PyTree, what: str,
 
 
 
-def read_config(step_dir: str) -> dict[str, Any] | None:
-  path = os.path.join(step_dir, CONFIG, "metadata")
-  if not os.path.exists(path):
+def read_config(step_dir: str | os.PathLike) -> dict[str, Any] | None:
+  path = paths.resolve(step_dir) / CONFIG / "metadata"
+  if not path.exists():
     return None
-  with open(path) as f:
-    return json.load(f)
+  return json.loads(path.read_text())
 
 
 def param_fingerprint(params: PyTree) -> str:
@@ -163,12 +164,11 @@ def integrity_record(tree: PyTree) -> dict[str, Any]:
 
 def read_integrity(step_dir: str) -> dict[str, Any] | None:
   """The integrity record saved with a checkpoint, or None (written before there was one)."""
-  path = os.path.join(step_dir, INTEGRITY, "metadata")
-  if not os.path.exists(path):
+  path = paths.resolve(step_dir) / INTEGRITY / "metadata"
+  if not path.exists():
     return None
   try:
-    with open(path) as f:
-      record = json.load(f)
+    record = json.loads(path.read_text())
     if not isinstance(record.get("checksums"), dict):
       raise ValueError("no checksums")
   except (OSError, ValueError, AttributeError) as e:
@@ -219,10 +219,9 @@ class _Leaf:
 
 
 def _state_json(step_dir: str) -> dict[str, Any]:
-  path = os.path.join(step_dir, STATE, "_METADATA")
+  path = paths.resolve(step_dir) / STATE / "_METADATA"
   try:
-    with open(path) as f:
-      return json.load(f)
+    return json.loads(path.read_text())
   except (OSError, ValueError) as e:
     raise CheckpointError(f"{step_dir}: unreadable checkpoint ({one_line(e)})") from e
 
@@ -234,7 +233,9 @@ def saved_tree(step_dir: str) -> dict[str, Any]:
   """
   import tensorstore as ts  # pylint: disable=g-import-not-at-top
   meta = _state_json(step_dir)
-  base = os.path.abspath(os.path.join(step_dir, STATE))
+  base = paths.resolve(step_dir) / STATE
+  # tensorstore opens a URI (`gs://...`) by its scheme, a local folder by the file driver.
+  url = f"{base}/" if paths.is_remote(base) else f"file://{base}/"
   driver = "zarr3" if meta.get("use_zarr3") else "zarr"
   tree: dict[str, Any] = {}
   for key, value in meta.get("tree_metadata", {}).items():
@@ -245,8 +246,7 @@ def saved_tree(step_dir: str) -> dict[str, Any]:
     except (KeyError, TypeError):
       path = [str(k) for k in ast.literal_eval(key)]
     name = ".".join(path)
-    kvstore = ({"driver": "ocdbt", "base": f"file://{base}/"} if meta.get("use_ocdbt", True)
-               else {"driver": "file", "path": f"{base}/"})
+    kvstore = {"driver": "ocdbt", "base": url} if meta.get("use_ocdbt", True) else url
     try:
       store = ts.open({"driver": driver, "kvstore": kvstore, "path": name}, open=True,
                       read=True).result()

@@ -33,6 +33,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from audiolm_jax import paths
 from audiolm_jax.errors import require_extra
 from audiolm_jax.progress import format_duration
 
@@ -57,8 +58,9 @@ class Demo:
                workers: int = 1, say=print):
     from audiolm_jax.data.corpora.base import default_data_dir
     self.cfg = cfg
-    self.run_dir = os.path.abspath(run_dir)
-    self.data_dir = os.path.abspath(data_dir or default_data_dir())
+    # The corpus build, the wavs and the report page write local files only.
+    self.run_dir = paths.require_local(run_dir, "the demo's run_dir")
+    self.data_dir = paths.require_local(data_dir or default_data_dir(), "the demo's data_dir")
     self.workers = workers
     self.say = say
     self.metrics: dict[str, Any] = {"config": cfg.to_dict(), "seconds": {}}

@@ -55,6 +55,7 @@ EXTRAS = {
     "eval": ("pesq", "pystoi", "pocketsphinx", "jiwer", "rapidfuzz", "torch", "resemblyzer"),
     "piano": ("music21", "mido"),
     "report": ("matplotlib",),
+    "gcs": ("gcsfs",),
 }
 
 

@@ -13,11 +13,11 @@ are loaded with `allow_pickle=False` and checked, and a bad file is a one-line `
 from __future__ import annotations
 
 import dataclasses
-import os
 import zipfile
 
 import numpy as np
 
+from audiolm_jax import paths
 from audiolm_jax.errors import DataError
 from audiolm_jax.frames import SAMPLES_PER_FRAME
 
@@ -31,13 +31,16 @@ IDS_FILE_KEYS = ("ids", "num_frames", "paths", "num_clusters")
 
 def _read_npz(path: str, keys: tuple[str, ...], writer: str) -> dict[str, np.ndarray]:
   """The arrays of an npz written by `writer`, all of `keys` present (no pickle)."""
-  if not os.path.isfile(path):
+  file = paths.resolve(path)
+  if not file.is_file():
     raise DataError(f"{path}: no such file")
-  if not zipfile.is_zipfile(path):
-    raise DataError(f"{path}: not an npz file (write one with `{writer}`)")
   try:
-    with np.load(path, allow_pickle=False) as f:
-      arrays = {k: f[k] for k in f.files}
+    with file.open("rb") as f:
+      if not zipfile.is_zipfile(f):
+        raise DataError(f"{path}: not an npz file (write one with `{writer}`)")
+      f.seek(0)
+      with np.load(f, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files}
   except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
     raise DataError(f"{path}: unreadable npz file ({type(e).__name__}: {e})") from e
   missing = sorted(set(keys) - set(arrays))
@@ -71,8 +74,9 @@ def _unpad(padded: np.ndarray, lengths: np.ndarray, path: str, size: int,
 
 
 def _write(path: str, **arrays) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  with open(path, "wb") as f:
+  file = paths.resolve(path)
+  file.parent.mkdir(parents=True, exist_ok=True)
+  with file.open("wb") as f:
     np.savez(f, **arrays)
 
 

@@ -6,6 +6,7 @@ config saved with its weights.
     tokenizer = load_semantic_tokenizer("runs/semantic_tokenizer")   # finds its w2v-BERT
     stage = load_stage("runs/coarse_lm")                # TrainedStage: layout, model, params
     storm = load_soundstorm("runs/soundstorm")          # TrainedSoundStorm: model, params
+    detector = load_detector("runs/detector")           # eval.detector.Detector: P(generated)
 
 Every loader follows one skeleton (`_open` then `_read`): find the checkpoint (a workdir, its
 `checkpoints/` or a step directory), read the config saved with it, check that it is a
@@ -34,9 +35,11 @@ import jax.numpy as jnp
 import ml_collections
 
 from audiolm_jax import checkpoint_files as files
+from audiolm_jax import paths
 from audiolm_jax.codec.config import CodecConfig
 from audiolm_jax.codec.soundstream import Codec, SoundStream
 from audiolm_jax.errors import CheckpointError, ConfigError
+from audiolm_jax.eval import detector as detector_lib
 from audiolm_jax.lm.soundstorm import SoundStorm, SoundStormLayout
 from audiolm_jax.lm.soundstorm import model_config as soundstorm_config
 from audiolm_jax.lm.soundstorm_sampling import Schedule, schedule_from_config
@@ -180,25 +183,20 @@ def save_tokenizer(tokenizer: SemanticTokenizer, directory: str, info: Mapping[s
   """The tokenizer's arrays (`SemanticTokenizer.save`) and `fit_info.json` with `info`
   (`features`, `layer`, and for w2v-BERT features its `checkpoint`, `step`, `fingerprint`)."""
   tokenizer.save(directory)
-  with open(os.path.join(directory, FIT_INFO_FILE), "w") as f:
-    json.dump(dict(info), f, indent=2)
+  (paths.resolve(directory) / FIT_INFO_FILE).write_text(json.dumps(dict(info), indent=2))
 
 
 def _features_of(directory: str) -> tuple[str, int | None, int | None]:
   """`(features, layer, samples_per_frame)` a tokenizer directory was fit on: from
   `fit_info.json`, or from what `semantic_tokenizer.json` records (tokenizers saved by the API)."""
-  meta_path = os.path.join(directory, META_FILE)
-  if not os.path.isfile(meta_path):
+  meta_path = paths.resolve(directory) / META_FILE
+  if not meta_path.is_file():
     raise CheckpointError(f"{directory}: no semantic tokenizer here (expected {META_FILE}; "
                           "fit one with `audiolm-jax tokenize fit-kmeans`)")
   try:
-    with open(meta_path) as f:
-      meta = json.load(f)
-    info_path = os.path.join(directory, FIT_INFO_FILE)
-    info = {}
-    if os.path.isfile(info_path):
-      with open(info_path) as f:
-        info = json.load(f)
+    meta = json.loads(meta_path.read_text())
+    info_path = meta_path.parent / FIT_INFO_FILE
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
   except (OSError, ValueError) as e:
     raise CheckpointError(f"{directory}: unreadable tokenizer metadata ({e})") from e
   spf = meta.get("samples_per_frame")
@@ -228,11 +226,10 @@ def load_semantic_tokenizer(directory: str,
   if features == "mfcc":
     return SemanticTokenizer.load(directory, mfcc_extractor(**(
         {"samples_per_frame": spf} if spf else {})))
-  info_path = os.path.join(directory, FIT_INFO_FILE)
+  info_path = paths.resolve(directory) / FIT_INFO_FILE
   recorded = {}
-  if os.path.isfile(info_path):
-    with open(info_path) as f:
-      recorded = json.load(f).get("w2v_bert") or {}
+  if info_path.is_file():
+    recorded = json.loads(info_path.read_text()).get("w2v_bert") or {}
   if w2v_bert is None:
     w2v_bert = recorded.get("checkpoint")
     if w2v_bert is None:
@@ -381,3 +378,23 @@ def load_soundstorm(path: str, dtype: str = "float32") -> TrainedSoundStorm:
   variables, field = _read(ckpt, {"params": expected["params"]})
   log.info("soundstorm: %s of step %d from %s", field, ckpt.step, ckpt.step_dir)
   return dataclasses.replace(trained, params=variables["params"])
+
+
+# --------------------------------------------------------------------------- detector
+
+
+def load_detector(path: str) -> detector_lib.Detector:
+  """The classifier of a `detector` run (its EMA if kept), numpy on the host, computing in
+  float32: `.probability(wav, sample_rate)` is P(generated).
+
+  Args:
+    path: a `detector` run's workdir, its `checkpoints/` directory or one step directory.
+  """
+  ckpt = _open(path, (detector_lib.TASK,), "a detector")
+  config = _model_config(ckpt, lambda: detector_lib.DetectorConfig.from_config(
+      ckpt.config["model"], dtype="float32"))
+  expected = {"params": skeleton(lambda key: detector_lib.init_params(config, key))}
+  variables, field = _read(ckpt, expected)
+  log.info("detector: %s of step %d from %s", field, ckpt.step, ckpt.step_dir)
+  return detector_lib.Detector(config=config, params=variables["params"], step=ckpt.step,
+                               step_dir=ckpt.step_dir)

@@ -12,7 +12,7 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # Layers, lowest first: a module may import from its own layer and the ones below only.
 LAYERS = [
-    {"errors", "frames", "checkpoint_files", "progress"},
+    {"errors", "frames", "paths", "checkpoint_files", "progress"},
     {"layers", "quantization"},
     {"codec", "semantic", "lm"},
     {"formats", "data", "eval"},

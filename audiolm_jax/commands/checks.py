@@ -1,11 +1,16 @@
 """Checks of command-line values made before any expensive work, each failing in one line that
-names the flag."""
+names the flag.
+
+A URI (`gs://bucket/run`) is checked only for a scheme epath can write to and its extra
+(`paths.resolve`): a bucket says whether it takes the write only when written to.
+"""
 
 from __future__ import annotations
 
 import math
 import os
 
+from audiolm_jax import paths
 from audiolm_jax.errors import ConfigError
 
 
@@ -14,15 +19,24 @@ def output_file(path: str, flag: str) -> str:
   directory. Checked before the work whose result it will hold."""
   if not path:
     raise ConfigError(f"{flag}: empty path")
+  if paths.is_remote(path):
+    paths.resolve(path)
+    return path
   if os.path.isdir(path):
     raise ConfigError(f"{flag} {path}: is a directory; give a file name")
   return _writable_parent(os.path.dirname(os.path.abspath(path)), flag, path)
 
 
-def output_dir(path: str, flag: str) -> str:
-  """`path` if it is (or can be made) a writable directory."""
+def output_dir(path: str, flag: str, local: bool = False) -> str:
+  """`path` if it is (or can be made) a writable directory; `local`: only a local one (its
+  writer knows no URIs)."""
   if not path:
     raise ConfigError(f"{flag}: empty path")
+  if local:
+    paths.require_local(path, flag)
+  elif paths.is_remote(path):
+    paths.resolve(path)
+    return path
   if os.path.exists(path) and not os.path.isdir(path):
     raise ConfigError(f"{flag} {path}: exists and is not a directory")
   if os.path.isdir(path):

@@ -74,7 +74,7 @@ def _build(args) -> int:
   from audiolm_jax.commands import checks  # pylint: disable=g-import-not-at-top
   from audiolm_jax.data import corpora  # pylint: disable=g-import-not-at-top
   if args.data_dir:
-    checks.output_dir(args.data_dir, "--data_dir")
+    checks.output_dir(args.data_dir, "--data_dir", local=True)
   summary = corpora.build(args.name, size=args.size, data_dir=args.data_dir,
                           source_dir=args.source, layout=args.layout, workers=args.workers,
                           force=args.force, build_name=args.build_name)

@@ -28,9 +28,9 @@ def _demo(args) -> int:
   from audiolm_jax.config import load_config  # pylint: disable=g-import-not-at-top
   from audiolm_jax.demo import Demo  # pylint: disable=g-import-not-at-top
   from audiolm_jax.commands import checks  # pylint: disable=g-import-not-at-top
-  checks.output_dir(args.run_dir, "--run_dir")
+  checks.output_dir(args.run_dir, "--run_dir", local=True)
   if args.data_dir:
-    checks.output_dir(args.data_dir, "--data_dir")
+    checks.output_dir(args.data_dir, "--data_dir", local=True)
   cfg = load_config(args.config, args.config_overrides)
   demo = Demo(cfg, args.run_dir, args.data_dir, args.workers or os.cpu_count() or 1,
               say=lambda msg: print(msg, flush=True))

@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 
 # Limits of `generate`: an hour of audio takes about an hour of sampling at the cpu presets
 # (past it a typo such as 1e9 would run for years), and clips are sampled as one batch.
@@ -64,6 +63,7 @@ def _continue(args) -> int:
   from audiolm_jax.data.audio import load_audio, write_wav
   from audiolm_jax.errors import ConfigError
   from audiolm_jax.commands import checks
+  from audiolm_jax.paths import resolve
   from audiolm_jax.progress import StageProgress
   if not args.out:
     raise ConfigError("generate: --out OUT.wav is required (or use `generate decode`)")
@@ -95,7 +95,7 @@ def _continue(args) -> int:
     write_wav(path, wav, lm.sample_rate)
     kind = (f"{len(prompt) / lm.sample_rate:.1f} s prompt continued" if prompt is not None
             else "unconditional")
-    print(f"{kind}: {len(wav) / lm.sample_rate:.2f} s -> {os.path.abspath(path)}")
+    print(f"{kind}: {len(wav) / lm.sample_rate:.2f} s -> {resolve(path)}")
   stem = args.out[:-4] if args.out.lower().endswith(".wav") else args.out
   tokens = {"coarse": out.coarse, "fine": out.fine,
             "prompt_samples": np.int64(out.prompt_samples),
@@ -103,7 +103,8 @@ def _continue(args) -> int:
   if out.semantic is not None:
     tokens["semantic"] = out.semantic
     tokens["semantic_tokens"] = out.semantic_tokens
-  np.savez(f"{stem}.npz", **tokens)
+  with resolve(f"{stem}.npz").open("wb") as f:
+    np.savez(f, **tokens)
   return 0
 
 
@@ -160,7 +161,7 @@ def _output_paths(out: str, count: int) -> list[str]:
 
 def _decode(args) -> int:
   # pylint: disable=g-import-not-at-top
-  from audiolm_jax import pretrained, tokenize
+  from audiolm_jax import paths, pretrained, tokenize
   from audiolm_jax.data.audio import write_wav
   from audiolm_jax.errors import ConfigError, DataError
   from audiolm_jax.formats import AcousticCodes
@@ -193,5 +194,5 @@ def _decode(args) -> int:
     wav = wav[:codes.num_samples[i]]
     write_wav(path, wav, codec.sample_rate)
     print(f"{codes.paths[i]}: {len(wav) / codec.sample_rate:.2f} s at "
-          f"{codec.bitrate(n_q):.0f} bps -> {os.path.abspath(path)}")
+          f"{codec.bitrate(n_q):.0f} bps -> {paths.resolve(path)}")
   return 0

@@ -101,7 +101,7 @@ def _fit_settings(args, model):
 
 def _fit_kmeans(args) -> int:
   # pylint: disable=g-import-not-at-top
-  from audiolm_jax import pretrained
+  from audiolm_jax import paths, pretrained
   from audiolm_jax.tasks import w2v_bert as w2v_bert_task
   # pylint: enable=g-import-not-at-top
   from audiolm_jax.commands import checks
@@ -114,7 +114,7 @@ def _fit_kmeans(args) -> int:
   inertia = info["final_inertia"]
   print(f"tokenizer ({tokenizer.num_clusters} clusters"
         + (f", final inertia {inertia:.4g}" if inertia is not None else "")
-        + f") written to {os.path.abspath(args.out)}")
+        + f") written to {paths.resolve(args.out)}")
   return 0
 
 
@@ -202,7 +202,7 @@ def _corpus(args) -> int:
   process = distributed.initialize(args.coordinator_address, args.num_processes,
                                    args.process_id)
   # pylint: disable=g-import-not-at-top
-  from audiolm_jax import checkpoint_files, pretrained
+  from audiolm_jax import checkpoint_files, paths, pretrained
   from audiolm_jax.commands import checks
   from audiolm_jax.errors import ConfigError
   from audiolm_jax.tokenize import tokenize_corpus
@@ -219,7 +219,7 @@ def _corpus(args) -> int:
   tokenizer = pretrained.load_semantic_tokenizer(args.tokenizer, args.w2v_bert)
   # What the tokens are made of: a resumed build must use the same parts.
   settings = {"codec": checkpoint_files.find_step_dir(args.codec),
-              "tokenizer": os.path.abspath(args.tokenizer),
+              "tokenizer": os.fspath(paths.resolve(args.tokenizer)),
               "semantic_vocab_size": tokenizer.num_clusters}
   barrier = None
   if process.count > 1:
@@ -239,5 +239,5 @@ def _corpus(args) -> int:
   for split, n in summary["splits"].items():
     print(f"  {split:<12} {n:>7} clips")
   print(f"token cache ({summary['skipped']} record(s) skipped; {chunks['total']} chunk(s), "
-        f"{chunks['resumed']} resumed) written to {os.path.abspath(args.out)}")
+        f"{chunks['resumed']} resumed) written to {paths.resolve(args.out)}")
   return 0

@@ -21,7 +21,9 @@ def register(subparsers) -> None:
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--config", required=True, metavar="FILE.py:VARIANT",
                  help="config file and variant, e.g. experiments/configs/codec.py:tiny")
-  p.add_argument("--workdir", required=True, help="checkpoints, metrics and logs go here")
+  p.add_argument("--workdir", required=True,
+                 help="checkpoints, metrics and logs go here (a folder, or gs://bucket/path "
+                 "with the gcs extra)")
   p.add_argument("--init_from", default=None, metavar="CKPT",
                  help="start from the parameters of this workdir or checkpoint directory "
                  "(only when the workdir has no checkpoint yet)")

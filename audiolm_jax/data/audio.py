@@ -9,6 +9,7 @@ corpus build or a long run can count bad files by reason and go on.
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 import os
 import warnings
@@ -16,6 +17,7 @@ import warnings
 import numpy as np
 import soundfile as sf
 
+from audiolm_jax import paths
 from audiolm_jax.errors import BadAudioError
 
 log = logging.getLogger(__name__)
@@ -157,6 +159,9 @@ def _read_librosa(path: str) -> tuple[np.ndarray, int]:
 def read_audio(path: str | os.PathLike) -> tuple[np.ndarray, int]:
   """Reads a file as float32 [S, C] at its own rate; errors are `BadAudioError`."""
   path = os.fspath(path)
+  if paths.is_remote(path):
+    raise BadAudioError(path, "unreadable", "audio is read from local files only; copy it to "
+                        "a local disk first")
   if not os.path.exists(path):
     raise BadAudioError(path, "missing", "no such file")
   if os.path.getsize(path) == 0:
@@ -268,10 +273,16 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000, *,
 
 
 def write_wav(path: str | os.PathLike, wav: np.ndarray, sample_rate: int = 16000) -> None:
-  """Writes float samples [S] (or [S, C]) as 16-bit PCM wav, clipping to [-1, 1]."""
+  """Writes float samples [S] (or [S, C]) as 16-bit PCM wav, clipping to [-1, 1], to a local
+  path or a URI (`gs://...`)."""
   wav = np.asarray(wav, np.float32)
   if not np.all(np.isfinite(wav)):
     raise BadAudioError(os.fspath(path), "non-finite", "refusing to write NaN/inf samples")
+  if paths.is_remote(path):  # libsndfile seeks back to finish the header: write in memory.
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    paths.resolve(path).write_bytes(buffer.getvalue())
+    return
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   sf.write(os.fspath(path), np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16")
 

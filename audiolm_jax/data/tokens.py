@@ -30,12 +30,13 @@ import dataclasses
 import itertools
 import json
 import os
-import shutil
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
+from audiolm_jax import paths
 from audiolm_jax.checkpoint_files import one_line
 from audiolm_jax.errors import DataError
 from audiolm_jax.frames import SAMPLES_PER_FRAME
@@ -92,7 +93,7 @@ def check_token_example(ex: Mapping[str, Any], where: str = "example",
 
 
 DATASET = "token_cache"  # The TFDS layout readers expect: DIR/token_cache/tokens/1.0.0/.
-_BUILD = os.path.join(DATASET, "tokens", "1.0.0")
+_BUILD = (DATASET, "tokens", "1.0.0")
 _TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
 PARTIAL = ".partial"  # Work in progress under the cache directory: chunks and their counts.
 _SETTINGS = "settings.json"
@@ -125,19 +126,18 @@ class CacheWriter:
   `finish`, an older cache in `cache_dir` stays as it was and readable.
   """
 
-  def __init__(self, cache_dir: str, settings: Mapping[str, Any], *, fresh: bool = False,
-               create: bool = True):
-    self.cache_dir = os.path.abspath(cache_dir)
-    self.work = os.path.join(self.cache_dir, PARTIAL)
+  def __init__(self, cache_dir: str | os.PathLike, settings: Mapping[str, Any], *,
+               fresh: bool = False, create: bool = True):
+    self.cache_dir = paths.resolve(cache_dir)  # A local folder or a URI (`gs://...`).
+    self.work = self.cache_dir / PARTIAL
     self.settings = json.loads(json.dumps(dict(settings)))  # Normalised as stored.
     self._features = _features()
-    path = os.path.join(self.work, _SETTINGS)
-    if fresh and create and os.path.isdir(self.work):
-      shutil.rmtree(self.work)
-    if os.path.isfile(path):
+    path = self.work / _SETTINGS
+    if fresh and create and self.work.is_dir():
+      self.work.rmtree()
+    if path.is_file():
       try:
-        with open(path) as f:
-          started = json.load(f)
+        started = json.loads(path.read_text())
       except (OSError, ValueError) as e:
         raise DataError(f"{path}: unreadable ({one_line(e)}); delete {self.work} to start over")
       if started != self.settings:
@@ -147,22 +147,22 @@ class CacheWriter:
                         f"({', '.join(changed)}) is in progress there; resume it with the same "
                         "settings, or start over (--overwrite)")
     elif create:
-      os.makedirs(self.work, exist_ok=True)
+      self.work.mkdir(parents=True, exist_ok=True)
       _write_json_atomically(path, self.settings)
 
-  def _chunk_path(self, split: str, chunk: int) -> str:
-    return os.path.join(self.work, f"{split}-{chunk:05d}")
+  def _chunk_path(self, split: str, chunk: int, suffix: str) -> epath.Path:
+    return self.work / f"{split}-{chunk:05d}{suffix}"
 
   def done(self, split: str, chunk: int) -> bool:
-    return os.path.isfile(self._chunk_path(split, chunk) + ".json")
+    return self._chunk_path(split, chunk, ".json").is_file()
 
   def write_chunk(self, split: str, chunk: int, examples: Iterable[Mapping[str, Any]],
                   ratio: int = 2, skipped: int = 0) -> dict:
     """Checks and writes the examples of one chunk; returns its counts."""
     from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
-    path = self._chunk_path(split, chunk)
+    tmp = self._chunk_path(split, chunk, ".tmp")
     counts = {"examples": 0, "raw_frames": 0, "dedup_frames": 0, "skipped": int(skipped)}
-    writer = array_record_module.ArrayRecordWriter(path + ".tmp", "group_size:1")
+    writer = array_record_module.ArrayRecordWriter(os.fspath(tmp), "group_size:1")
     try:
       for i, ex in enumerate(examples):
         ex = check_token_example(ex, f"{split}[chunk {chunk}, {i}]", ratio)
@@ -172,24 +172,27 @@ class CacheWriter:
         counts["dedup_frames"] += len(remove_consecutive_duplicates(ex["semantic"]))
     finally:
       writer.close()
-    os.replace(path + ".tmp", path + ".array_record")
-    counts["bytes"] = os.path.getsize(path + ".array_record")
-    _write_json_atomically(path + ".json", counts)
+    records = self._chunk_path(split, chunk, ".array_record")
+    tmp.replace(records)
+    with records.open("rb") as f:  # Not stat(): epath's also looks up the owner's name.
+      f.seek(0, os.SEEK_END)
+      counts["bytes"] = f.tell()
+    _write_json_atomically(self._chunk_path(split, chunk, ".json"), counts)
     return counts
 
   def counts(self, split: str, chunk: int) -> dict:
     """What a finished chunk holds: examples, skipped, raw/dedup frames, bytes."""
-    path = self._chunk_path(split, chunk) + ".json"
+    path = self._chunk_path(split, chunk, ".json")
     try:
-      with open(path) as f:
-        return json.load(f)
+      return json.loads(path.read_text())
     except (OSError, ValueError) as e:
       raise DataError(f"{path}: unreadable ({one_line(e)}); delete it to redo that chunk")
 
   def chunks(self, split: str) -> list[int]:
     """The finished chunks of a split, in order."""
     prefix = f"{split}-"
-    return sorted(int(n[len(prefix):-5]) for n in os.listdir(self.work)
+    names = [p.name for p in self.work.iterdir()]
+    return sorted(int(n[len(prefix):-5]) for n in names
                   if n.startswith(prefix) and n.endswith(".json") and n[len(prefix):-5].isdigit())
 
   def finish(self, info: CacheInfo, num_chunks: Mapping[str, int | None]) -> str:
@@ -207,16 +210,16 @@ class CacheWriter:
                         f"chunks (missing {missing[:5]}{' ...' if len(missing) > 5 else ''}); "
                         "rerun the same command to finish it")
       counts[split] = [self.counts(split, c) for c in want]
-    build = os.path.join(self.work, "build")
-    if os.path.isdir(build):
-      shutil.rmtree(build)
-    os.makedirs(build)
+    build = self.work / "build"
+    if build.is_dir():
+      build.rmtree()
+    build.mkdir(parents=True)
     split_infos = []
     for split, chunk_counts in counts.items():
       n = len(chunk_counts)
       for c in range(n):
-        os.replace(self._chunk_path(split, c) + ".array_record",
-                   os.path.join(build, f"{DATASET}-{split}.array_record-{c:05d}-of-{n:05d}"))
+        self._chunk_path(split, c, ".array_record").replace(
+            build / f"{DATASET}-{split}.array_record-{c:05d}-of-{n:05d}")
       template = naming.ShardedFileTemplate(data_dir=build, template=_TEMPLATE,
                                             dataset_name=DATASET, split=split,
                                             filetype_suffix="array_record")
@@ -231,24 +234,25 @@ class CacheWriter:
       dedup = sum(c["dedup_frames"] for c in chunk_counts)
       info.frames_per_token[split] = raw / max(dedup, 1)
     # The swap: the old cache (if any) goes only now that the new one is complete.
-    final = os.path.join(self.cache_dir, _BUILD)
-    old = os.path.join(self.cache_dir, DATASET)
-    if os.path.isdir(old):
-      shutil.rmtree(old)
-    os.makedirs(os.path.dirname(final), exist_ok=True)
-    os.replace(build, final)
-    _write_json_atomically(os.path.join(self.cache_dir, INFO_FILE), dataclasses.asdict(info))
-    shutil.rmtree(self.work)
-    return final
+    final = self.cache_dir.joinpath(*_BUILD)
+    old = self.cache_dir / DATASET
+    if old.is_dir():
+      old.rmtree()
+    final.parent.mkdir(parents=True, exist_ok=True)
+    build.rename(final)
+    _write_json_atomically(self.cache_dir / INFO_FILE, dataclasses.asdict(info))
+    self.work.rmtree()
+    return os.fspath(final)
 
 
-def _write_json_atomically(path: str, value) -> None:
-  with open(path + ".tmp", "w") as f:
-    json.dump(value, f, indent=2)
-  os.replace(path + ".tmp", path)
+def _write_json_atomically(path: epath.Path, value) -> None:
+  tmp = path.parent / (path.name + ".tmp")
+  tmp.write_text(json.dumps(value, indent=2))
+  tmp.replace(path)
 
 
-def write_token_cache(cache_dir: str, splits: Mapping[str, Iterable[Mapping[str, Any]]],
+def write_token_cache(cache_dir: str | os.PathLike,
+                      splits: Mapping[str, Iterable[Mapping[str, Any]]],
                       info: CacheInfo | None = None, chunk_size: int = 1024) -> str:
   """Writes a cache to `cache_dir` (replacing any old one) and its `token_cache.json`, from
   in-memory or streamed examples, `chunk_size` per shard; returns the build directory."""
@@ -268,27 +272,26 @@ def write_token_cache(cache_dir: str, splits: Mapping[str, Iterable[Mapping[str,
   return writer.finish(info, {split: None for split in splits})
 
 
-def read_cache_info(cache_dir: str) -> CacheInfo:
+def read_cache_info(cache_dir: str | os.PathLike) -> CacheInfo:
   """The `CacheInfo` of a cache (a cache written before it existed: 2:1, sizes unknown)."""
-  path = os.path.join(os.path.abspath(cache_dir), INFO_FILE)
-  if not os.path.isfile(path):
+  path = paths.resolve(cache_dir) / INFO_FILE
+  if not path.is_file():
     _build_dir(cache_dir)  # Not a cache at all: say so.
     return CacheInfo()
   try:
-    with open(path) as f:
-      return CacheInfo.from_dict(json.load(f))
+    return CacheInfo.from_dict(json.loads(path.read_text()))
   except (OSError, ValueError, TypeError) as e:
     raise DataError(f"{path}: unreadable token cache info ({type(e).__name__}: {e})") from e
 
 
-def _build_dir(cache_dir: str) -> str:
-  root = os.path.join(os.path.abspath(cache_dir), DATASET, "tokens")
-  versions = sorted(d for d in (os.listdir(root) if os.path.isdir(root) else [])
-                    if os.path.exists(os.path.join(root, d, "dataset_info.json")))
+def _build_dir(cache_dir: str | os.PathLike) -> str:
+  root = paths.resolve(cache_dir) / DATASET / "tokens"
+  versions = sorted(p.name for p in (root.iterdir() if root.is_dir() else [])
+                    if (p / "dataset_info.json").exists())
   if not versions:
     raise DataError(f"no token cache under {cache_dir}: run `audiolm-jax tokenize corpus ...` "
                     "first")
-  return os.path.join(root, versions[-1])
+  return os.fspath(root / versions[-1])
 
 
 def _damaged(cache_dir: str, e: Exception) -> DataError:

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from audiolm_jax import paths
 from audiolm_jax.errors import BadAudioError, CheckpointError, ConfigError
 from audiolm_jax.frames import SAMPLE_RATE, SAMPLES_PER_FRAME, frame_mask, pad_to_frames
 from audiolm_jax.layers import spectral
@@ -223,32 +224,32 @@ class SemanticTokenizer:
     feats, fmask = _features(self.extractor.apply, self.extractor.params, wav, wav_mask)
     return _ids(feats, fmask, self.mean, self.std, self.centroids)
 
-  def save(self, directory: str) -> None:
+  def save(self, directory: str | os.PathLike) -> None:
     """Writes `semantic_tokenizer.npz` and `semantic_tokenizer.json` into `directory`."""
-    os.makedirs(directory, exist_ok=True)
+    directory = paths.resolve(directory)
+    directory.mkdir(parents=True, exist_ok=True)
     arrays = {"mean": self.mean, "std": self.std, "centroids": self.centroids}
-    path = os.path.join(directory, ARRAYS_FILE)
-    with open(path + ".tmp", "wb") as f:
+    tmp = directory / (ARRAYS_FILE + ".tmp")
+    with tmp.open("wb") as f:
       np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
-    os.replace(path + ".tmp", path)
+    tmp.replace(directory / ARRAYS_FILE)
     meta = {"features": self.extractor.name, "dim": self.extractor.dim,
             "num_clusters": self.num_clusters, "samples_per_frame": self.samples_per_frame,
             "sample_rate": SAMPLE_RATE}
-    with open(os.path.join(directory, META_FILE), "w") as f:
-      json.dump(meta, f, indent=2)
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2))
 
   @classmethod
-  def load(cls, directory: str, extractor: FeatureExtractor) -> "SemanticTokenizer":
+  def load(cls, directory: str | os.PathLike,
+           extractor: FeatureExtractor) -> "SemanticTokenizer":
     """Reads the artifacts `save` wrote; `extractor` must produce the features they were fit on."""
-    meta_path = os.path.join(directory, META_FILE)
-    arrays_path = os.path.join(directory, ARRAYS_FILE)
+    root = paths.resolve(directory)
+    meta_path, arrays_path = root / META_FILE, root / ARRAYS_FILE
     for p in (meta_path, arrays_path):
-      if not os.path.isfile(p):
+      if not p.is_file():
         raise CheckpointError(f"{p}: missing (fit the semantic tokenizer first)")
     try:
-      with open(meta_path) as f:
-        meta = json.load(f)
-      with np.load(arrays_path, allow_pickle=False) as data:
+      meta = json.loads(meta_path.read_text())
+      with arrays_path.open("rb") as f, np.load(f, allow_pickle=False) as data:
         arrays = {k: data[k] for k in ("mean", "std", "centroids")}
     except (OSError, ValueError, KeyError) as e:
       raise CheckpointError(f"{directory}: unreadable semantic tokenizer: {e}") from e

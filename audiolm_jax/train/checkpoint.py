@@ -35,7 +35,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from audiolm_jax import checkpoint_files
+from audiolm_jax import checkpoint_files, paths
 from audiolm_jax.checkpoint_files import CONFIG, DATA, INTEGRITY, STATE, check_tree, one_line
 from audiolm_jax.errors import CheckpointError
 
@@ -108,10 +108,10 @@ class Restored:
 
 
 class Checkpointer:
-  """Saves and restores checkpoints of a training run in `directory`."""
+  """Saves and restores checkpoints of a training run in `directory` (local or a URI)."""
 
-  def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
-    self.directory = os.path.abspath(directory)
+  def __init__(self, directory: str | os.PathLike, keep: int = 3, async_save: bool = True):
+    self.directory = paths.resolve(directory)
     self.failed = False  # A save failed (reported once; later waits say nothing more).
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
@@ -171,8 +171,10 @@ class Checkpointer:
 
   def check_free_space(self, state_bytes: int) -> None:
     """Raises `CheckpointError` before training if the disk cannot hold two checkpoints
-    (the one written and the one before it) of `state_bytes`."""
-    os.makedirs(self.directory, exist_ok=True)
+    (the one written and the one before it) of `state_bytes`; nothing to check in a bucket."""
+    if paths.is_remote(self.directory):
+      return
+    self.directory.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(self.directory).free
     if free < 2 * state_bytes:
       raise CheckpointError(
@@ -185,7 +187,7 @@ class Checkpointer:
     args = ocp.args.Composite(**{STATE: ocp.args.StandardRestore(target),
                                  DATA: DataStateRestore(), CONFIG: ocp.args.JsonRestore()})
     out = self._manager.restore(step, args=args)
-    path = os.path.join(self.directory, str(step))
+    path = os.fspath(self.directory / str(step))
     checkpoint_files.verify(path, out[STATE])
     return Restored(step=step, state=out[STATE], data_state=out[DATA], config=out[CONFIG],
                     path=path)
@@ -200,7 +202,7 @@ class Checkpointer:
     """
     steps = sorted(self._manager.all_steps(), reverse=True)
     for step in steps:
-      check_compatible(os.path.join(self.directory, str(step)), target)
+      check_compatible(os.fspath(self.directory / str(step)), target)
       try:
         return self.restore(step, target)
       except Exception as e:  # Anything that stops the read means the checkpoint is unusable.
@@ -212,23 +214,25 @@ class Checkpointer:
     if steps:
       raise CheckpointError(
           f"{self.directory}: all {len(steps)} checkpoints failed to read or verify (moved to "
-          f"{self.directory.rstrip('/') + CORRUPT_SUFFIX}); to start this run afresh, use a new "
-          "workdir or remove that folder's checkpoints")
+          f"{self._corrupt_dir()}); to start this run afresh, use a new workdir or remove "
+          "that folder's checkpoints")
     return None
 
+  def _corrupt_dir(self) -> epath.Path:
+    return self.directory.parent / (self.directory.name + CORRUPT_SUFFIX)
+
   def _move_aside(self, step: int) -> str:
-    src = os.path.join(self.directory, str(step))
-    dst_dir = self.directory.rstrip("/") + CORRUPT_SUFFIX
-    dst = os.path.join(dst_dir, str(step))
+    src = self.directory / str(step)
+    dst = self._corrupt_dir() / str(step)
     if jax.process_index() == 0:
-      os.makedirs(dst_dir, exist_ok=True)
-      if os.path.exists(dst):
-        shutil.rmtree(dst)
-      shutil.move(src, dst)
+      dst.parent.mkdir(parents=True, exist_ok=True)
+      if dst.exists():
+        dst.rmtree()
+      src.rename(dst)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f"checkpoint_move_aside_{step}")
     self._manager.reload()
-    return dst
+    return os.fspath(dst)
 
   def wait_until_finished(self) -> None:
     if self.failed:
@@ -249,7 +253,7 @@ class Checkpointer:
 def state_metadata(step_dir: str) -> dict[str, Any]:
   """The saved state's tree of array metadata (shape, dtype per leaf)."""
   try:
-    return ocp.StandardCheckpointHandler().metadata(epath.Path(step_dir) / STATE).tree
+    return ocp.StandardCheckpointHandler().metadata(paths.resolve(step_dir) / STATE).tree
   except Exception as e:
     raise CheckpointError(f"{step_dir}: unreadable checkpoint ({one_line(e)})") from e
 
@@ -267,7 +271,7 @@ def read_numpy(step_dir: str, subtrees: tuple[str, ...] | None = None) -> dict[s
   target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), meta)
   try:
     return ocp.PyTreeCheckpointer().restore(
-        os.path.join(step_dir, STATE),
+        paths.resolve(step_dir) / STATE,
         args=ocp.args.PyTreeRestore(
             item=target, partial_restore=subtrees is not None,
             restore_args=jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
@@ -300,7 +304,7 @@ def restore_subtrees(step_dir: str, item: dict[str, PyTree]) -> dict[str, PyTree
     check_tree(step_dir, saved[field], wanted, field)
   try:
     return ocp.PyTreeCheckpointer().restore(
-        os.path.join(step_dir, STATE),
+        paths.resolve(step_dir) / STATE,
         args=ocp.args.PyTreeRestore(
             item=item, partial_restore=True,
             restore_args=ocp.checkpoint_utils.construct_restore_args(item)))

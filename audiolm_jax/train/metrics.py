@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from audiolm_jax import progress
+from audiolm_jax import paths, progress
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +49,17 @@ KNOWN_PEAK_FLOPS = {
 class MetricWriter:
   """Appends metrics to `metrics.jsonl` and TensorBoard event files under `workdir`."""
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: str | os.PathLike, enabled: bool = True):
     self.enabled = enabled
     self._jsonl = None
     self._tb = None
     if enabled:
       from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
-      os.makedirs(workdir, exist_ok=True)
-      self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-      self._tb = SummaryWriter(os.path.join(workdir, "tb"), flush_secs=30)
+      workdir = paths.resolve(workdir)
+      workdir.mkdir(parents=True, exist_ok=True)
+      self._jsonl_path = workdir / "metrics.jsonl"
+      self._jsonl = self._jsonl_path.open("a")
+      self._tb = SummaryWriter(os.fspath(workdir / "tb"), flush_secs=30)
 
   def write(self, step: int, metrics: Mapping[str, float], split: str = "train") -> None:
     if not self.enabled:
@@ -75,7 +77,7 @@ class MetricWriter:
       self._jsonl.write(line + "\n")
       self._jsonl.flush()
     except OSError as e:  # A full disk: say which file (the OS error names none).
-      raise OSError(e.errno, e.strerror or str(e), self._jsonl.name) from e
+      raise OSError(e.errno, e.strerror or str(e), os.fspath(self._jsonl_path)) from e
 
   def write_restart(self, step: int, origin: str) -> None:
     """Marks that the run (re)starts from `step` (see the module docstring)."""
@@ -103,16 +105,16 @@ class MetricWriter:
 RESTART = "restart"
 
 
-def read_jsonl(workdir: str, split: str | None = "train") -> list[dict]:
+def read_jsonl(workdir: str | os.PathLike, split: str | None = "train") -> list[dict]:
   """The records of `metrics.jsonl` (of one split, or all with split=None) as the run's one
   history: rows that a restart redid are dropped, restart markers are left out, and null
   values (not finite when written) read as NaN. A damaged line (a crash mid-write) is skipped.
   """
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
+  path = paths.resolve(workdir) / "metrics.jsonl"
+  if not path.exists():
     return []
   records: list[dict] = []
-  with open(path) as f:
+  with path.open() as f:
     for line in f:
       try:
         r = json.loads(line)
@@ -328,8 +330,8 @@ class Reporter:
     origin: where the run started ("checkpoint", "init_from", "fresh"), for the restart mark.
   """
 
-  def __init__(self, workdir: str, enabled: bool, log_every: int, total_steps: int,
-               start_step: int, throughput: Throughput, progress_bar: bool,
+  def __init__(self, workdir: str | os.PathLike, enabled: bool, log_every: int,
+               total_steps: int, start_step: int, throughput: Throughput, progress_bar: bool,
                origin: str = "", progress_every_s: float = 60.0):
     self.log_every, self.total_steps = log_every, total_steps
     self.throughput = throughput

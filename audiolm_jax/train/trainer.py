@@ -33,6 +33,7 @@ from jax.experimental import multihost_utils
 
 from audiolm_jax import checkpoint_files
 from audiolm_jax import config as config_lib
+from audiolm_jax import paths
 from audiolm_jax.errors import AudioLMError, ConfigError
 from audiolm_jax.train import checkpoint as ckpt_lib
 from audiolm_jax.train import metrics as metrics_lib
@@ -71,9 +72,10 @@ class TrainResult:
   eval_metrics: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str,
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
           init_from: str | None = None) -> TrainResult:
-  """Trains `config.task` in `workdir` until `config.total_steps` (or a stop signal)."""
+  """Trains `config.task` in `workdir` (a local path or a URI such as `gs://bucket/run`) until
+  `config.total_steps` (or a stop signal)."""
   trainer = Trainer(config, workdir)
   try:
     return trainer.run(init_from)
@@ -134,10 +136,10 @@ class StopSignal:
 class Trainer:
   """Sets up one run; `run()` trains it. Use `train()` unless you need the pieces."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str | os.PathLike):
     check_config(config)
     self.config = config
-    self.workdir = os.path.abspath(workdir)
+    self.workdir = paths.resolve(workdir)  # A local folder or a URI (`gs://bucket/run`).
     self.is_chief = jax.process_index() == 0
     self.task = build_task(config)
     self._eval_audio = None  # the jitted `Task.eval_audio`, made at the first evaluation
@@ -151,7 +153,7 @@ class Trainer:
                                           use_ema=config.optimizer.ema_decay > 0)
     self.shardings, self.abstract = state_lib.state_shardings(self.init_fn, config.seed,
                                                               self.mesh)
-    self.checkpointer = ckpt_lib.Checkpointer(os.path.join(self.workdir, "checkpoints"),
+    self.checkpointer = ckpt_lib.Checkpointer(self.workdir / "checkpoints",
                                               keep=config.keep_checkpoints)
     self.config_dict = json.loads(config_lib.to_json(config))
 
@@ -300,13 +302,12 @@ class Trainer:
     """
     steps = self.checkpointer.all_steps()
     if steps:
-      where = os.path.join(self.checkpointer.directory, str(steps[-1]))
+      where = self.checkpointer.directory / str(steps[-1])
       saved = checkpoint_files.read_config(where)
     else:
-      where = os.path.join(self.workdir, "config.json")
+      where = self.workdir / "config.json"
       try:
-        with open(where) as f:
-          saved = json.load(f)
+        saved = json.loads(where.read_text())
       except (OSError, ValueError):
         saved = None
     old = (saved or {}).get("task")
@@ -346,9 +347,8 @@ class Trainer:
     if data_state:
       iterator.set_state(data_state)
     if self.is_chief:
-      os.makedirs(self.workdir, exist_ok=True)
-      with open(os.path.join(self.workdir, "config.json"), "w") as f:
-        f.write(config_lib.to_json(cfg))
+      self.workdir.mkdir(parents=True, exist_ok=True)
+      (self.workdir / "config.json").write_text(config_lib.to_json(cfg))
     result = TrainResult(step=step, state=state, origin=origin)
     if step >= cfg.total_steps:
       self._info("step %d >= total_steps %d: nothing to train", step, cfg.total_steps)
@@ -388,7 +388,7 @@ class Trainer:
       with StopSignal() as stop, redirect:
         while step < cfg.total_steps:
           if profile and step == profile[0] and self.is_chief:
-            jax.profiler.start_trace(os.path.join(self.workdir, "tb"))
+            jax.profiler.start_trace(os.fspath(self.workdir / "tb"))
             profiling = True
           if self.phase_of(step) != phase:  # The task's step changes here: compile the next.
             finish_pending()
@@ -407,7 +407,7 @@ class Trainer:
             jax.profiler.stop_trace()
             profiling = False
             self._info("profile of steps %d:%d written to %s", *profile,
-                       os.path.join(self.workdir, "tb"))
+                       self.workdir / "tb")
           preempted = stop.should_stop(step)
           # Save first: an evaluation that fails must not cost the steps since the last save.
           if step % cfg.checkpoint_every == 0 or step == cfg.total_steps or preempted:

@@ -7,12 +7,13 @@
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 
 import numpy as np
+from etils import epath
 
+from audiolm_jax import paths
 from audiolm_jax.errors import DataError
 
 CORPORA = ("synthetic_speech", "synthetic_piano", "audio_folder")
@@ -60,10 +61,10 @@ def corpus_dir(name: str, data_dir: str | None = None, config: str | None = None
   """
   from audiolm_jax.data.corpora import base
   data_dir = data_dir or base.default_data_dir()
-  root = os.path.join(data_dir, name)
-  configs = sorted(d for d in os.listdir(root) if not d.startswith(".")) if os.path.isdir(
-      root) else []
-  finished = [c for c in configs if _versions(os.path.join(root, c))]
+  root = paths.resolve(data_dir) / name
+  configs = sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) if (
+      root.is_dir()) else []
+  finished = [c for c in configs if _versions(root / c)]
   if not finished:
     raise DataError(f"corpus {name!r} is not built under {data_dir}: run "
                     f"`audiolm-jax data build {name} --data_dir {data_dir}`")
@@ -75,14 +76,14 @@ def corpus_dir(name: str, data_dir: str | None = None, config: str | None = None
   if config not in finished:
     raise DataError(f"{name}: no finished build {config!r} under {root} "
                     f"(found: {', '.join(finished) or 'none'})")
-  return _versions(os.path.join(root, config))[-1]
+  return _versions(root / config)[-1]
 
 
-def _versions(path: str) -> list[str]:
-  found = [d for d in glob.glob(os.path.join(path, "*.*.*"))
-           if os.path.exists(os.path.join(d, "dataset_info.json"))]
-  return sorted(found, key=lambda d: tuple(int(x) for x in os.path.basename(d).split(".")
-                                           if x.isdigit()))
+def _versions(path: epath.Path) -> list[str]:
+  """The finished builds (`VERSION/dataset_info.json`) in a config's directory, oldest first."""
+  found = [d for d in path.glob("*.*.*") if (d / "dataset_info.json").exists()]
+  found.sort(key=lambda d: tuple(int(x) for x in d.name.split(".") if x.isdigit()))
+  return [os.fspath(d) for d in found]
 
 
 def data_sources(name: str, data_dir: str | None = None, config: str | None = None) -> dict:
@@ -124,10 +125,9 @@ def stats(name: str, data_dir: str | None = None, config: str | None = None,
         "speakers_or_pieces": len(groups),
         "seconds_min_p10_median_p90_max": [round(float(v), 2) for v in q],
     }
-  summary = os.path.join(path, "build_summary.json")
-  if os.path.exists(summary):
-    with open(summary) as f:
-      s = json.load(f)
+  summary = paths.resolve(path) / "build_summary.json"
+  if summary.exists():
+    s = json.loads(summary.read_text())
     out["skipped_at_build"] = s.get("skipped", 0)
     out["build_seconds"] = s.get("build_seconds")
   out["total_hours"] = round(sum(s["hours"] for s in out["splits"].values()), 3)

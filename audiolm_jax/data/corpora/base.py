@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import tensorflow_datasets as tfds
+from etils import epath
 
 from audiolm_jax.errors import AudioLMError, DataError
 
@@ -137,10 +138,9 @@ def write_summary(builder: CorpusBuilder, seconds_taken: float) -> dict:
   source_dir = getattr(builder.builder_config, "source_dir", None)
   if source_dir:
     summary["source_dir"] = source_dir
-  path = os.path.join(os.fspath(builder.data_path), SUMMARY_FILE)
-  if os.path.isdir(os.path.dirname(path)):
-    with open(path, "w") as f:
-      json.dump(summary, f, indent=2)
+  path = epath.Path(builder.data_path) / SUMMARY_FILE
+  if path.parent.is_dir():
+    path.write_text(json.dumps(summary, indent=2))
   return summary
 
 
@@ -156,10 +156,9 @@ def prepare(builder: CorpusBuilder, force: bool = False) -> dict:
   t0 = time.time()
   mode = (tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS if not force else
           tfds.download.GenerateMode.FORCE_REDOWNLOAD)
-  existing = os.path.join(os.fspath(builder.data_path), SUMMARY_FILE)
-  if not force and os.path.exists(existing):
-    with open(existing) as f:
-      summary = json.load(f)
+  existing = epath.Path(builder.data_path) / SUMMARY_FILE
+  if not force and existing.exists():
+    summary = json.loads(existing.read_text())
     source_dir = getattr(builder.builder_config, "source_dir", None)
     if source_dir and summary.get("source_dir", source_dir) != source_dir:
       raise DataError(f"a build named {summary.get('config')!r} of {summary['source_dir']} "
