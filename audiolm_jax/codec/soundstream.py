@@ -1,4 +1,4 @@
-"""SoundStream: SEANet encoder -> residual vector quantiser -> SEANet decoder.
+"""SoundStream: SEANet encoder -> residual vector quantiser -> SEANet (or Vocos) decoder.
 
 Shape letters: B batch, S samples, T frames (S / hop), Q quantiser levels, D embedding dim.
 
@@ -18,8 +18,12 @@ Entry points (pure, jitted, `config` static):
 
     state = encoder_stream_state(config, batch_size)  # streaming: explicit carried state
     codes, state = encode_chunk(config, variables, state, chunk)  # chunk [B, m * hop]
-    state = decoder_stream_state(config, batch_size)
+    state = decoder_stream_state(config, batch_size)  # SEANet decoder only
     wav, state = decode_chunk(config, variables, state, codes)    # codes [B, m, n]
+
+The decoder is SoundStream's SEANet (`decoder="seanet"`, causal, streams) or a Vocos head
+(`decoder="vocos"`, `codec/vocos.py`: ConvNeXt at the frame rate and an inverse STFT; it
+looks ahead a few frames, so it does not stream).
 
 `Codec(config, variables)` bundles them for callers that hold one trained model.
 """
