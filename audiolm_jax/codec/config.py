@@ -128,6 +128,16 @@ class CodecConfig:
     return math.prod(self.strides)
 
   @property
+  def decoder_lookahead(self) -> int:
+    """Samples before a frame's start that its code changes in the decoded audio: 0 for the
+    causal SEANet decoder; for the vocos decoder, its centred convolutions' reach (3 frames
+    each, `vocos_layers + 1` of them) plus the half-window its iSTFT spans before a hop."""
+    if self.decoder != "vocos":
+      return 0
+    return 3 * (self.vocos_layers + 1) * self.hop_length + (
+        (self.vocos_overlap - 1) * self.hop_length) // 2
+
+  @property
   def frame_rate(self) -> float:
     """Frames (codes per level) per second."""
     return self.sample_rate / self.hop_length
