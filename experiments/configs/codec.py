@@ -1,4 +1,4 @@
-"""SoundStream codec: SEANet encoder/decoder, 12 x 1024 RVQ, wave + STFT discriminators.
+"""SoundStream codec: SEANet encoder, SEANet or Vocos decoder, RVQ, wave + STFT discriminators.
 
   audiolm-jax train --config experiments/configs/codec.py:cpu --workdir /tmp/codec
   audiolm-jax train --config experiments/configs/codec.py:paper --workdir gs://.../codec \
